@@ -1,0 +1,185 @@
+"""Per-symbol latest-value tables: one row per symbol id, each guarded by its own seqlock.
+
+A late joiner reads the table for the current state, then follows the ring for changes.
+Row layout (stride a multiple of 64): a 64-byte row header (:data:`LATEST_ROW_HEADER`:
+``version`` u8, ``updates`` u8, ``name`` S48) followed by one record of the ring's dtype.
+
+Seqlock protocol. Writer: ``version += 1`` (odd) -> store name/record -> ``version += 1``
+(even). Reader: load version (retry while odd) -> copy the row -> reload version; equal means the
+copy is not torn. The writer's stores and the reader's loads are separate C calls made from
+Python, which the compiler cannot reorder, and x86-64 keeps stores and loads in program order.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .errors import LayoutMismatch, ShmError
+from .layout import (
+    H, HEADER_SIZE, LATEST_ROW_HEADER, SegmentKind, SegmentState, describe_dtype,
+    dtype_from_description,
+)
+from .ring import claim_segment
+from .segment import Segment
+from .wake import check_platform
+
+__all__ = ["LatestWriter", "LatestReader"]
+
+_ROW_HEADER = LATEST_ROW_HEADER.itemsize
+_MAX_RETRIES = 100_000
+
+
+def _stride(dtype: np.dtype) -> int:
+    return (_ROW_HEADER + dtype.itemsize + 63) // 64 * 64
+
+
+class LatestWriter:
+    """Single writer of a latest-value table (``<ring name>.latest``) of ``rows`` symbols."""
+
+    def __init__(self, name: str, dtype: np.dtype, rows: int, *, replace: bool = False):
+        check_platform()
+        describe_dtype(dtype)
+        if rows < 1:
+            raise ValueError(f"segment {name}: rows must be ≥ 1")
+        self.name = name
+        self.dtype = dtype
+        self.rows = rows
+        self._stride = _stride(dtype)
+        self._seg, self._lock_fd = claim_segment(name, dtype, rows, SegmentKind.LATEST,
+                                                 self._stride, replace)
+        self._mem = self._seg.memory()
+        self._words = self._mem.cast("Q")
+        self._stage = np.zeros(1, dtype)
+        self._stage_mem = memoryview(self._stage).cast("B")
+        self.closed = False
+
+    def _row(self, symbol_id: int) -> int:
+        if not 0 <= symbol_id < self.rows:
+            raise IndexError(f"segment {self.name}: symbol id {symbol_id} outside 0..{self.rows - 1}")
+        return HEADER_SIZE + symbol_id * self._stride
+
+    def register(self, symbol_id: int, name: str) -> None:
+        """Record the exchange-native symbol name of row ``symbol_id`` (up to 47 bytes)."""
+        raw = name.encode()
+        if len(raw) > 47:
+            raise ValueError(f"segment {self.name}: symbol name {name!r} longer than 47 bytes")
+        off = self._row(symbol_id)
+        w = off >> 3
+        version = self._words[w]
+        self._words[w] = version + 1
+        self._mem[off + 16:off + 64] = raw.ljust(48, b"\0")
+        self._words[w] = version + 2
+
+    def update(self, symbol_id: int, record: object) -> None:
+        """Replace row ``symbol_id`` with ``record`` (a ``np.void`` of the dtype or a tuple)."""
+        off = self._row(symbol_id)
+        self._stage[0] = record
+        w = off >> 3
+        version = self._words[w]
+        self._words[w] = version + 1           # odd: readers retry
+        self._mem[off + _ROW_HEADER:off + _ROW_HEADER + self.dtype.itemsize] = self._stage_mem
+        self._words[w + 1] += 1
+        self._words[w] = version + 2           # even: row consistent again
+
+    def update_batch(self, records: np.ndarray) -> None:
+        """Apply ``records`` in order (the last record per ``symbol_id`` wins)."""
+        for record in records:
+            self.update(int(record["symbol_id"]), record)
+
+    def heartbeat(self) -> None:
+        """Mark the writer alive (control-plane idle tick)."""
+        self._seg.heartbeat()
+
+    def close(self, unlink: bool = False) -> None:
+        """Mark CLOSED and unmap; ``unlink`` removes the file."""
+        if self.closed:
+            return
+        self.closed = True
+        self._seg.set(H.STATE, SegmentState.CLOSED)
+        if unlink:
+            self._seg.unlink()
+        self._words.release()
+        self._mem.release()
+        self._seg.close()
+        os.close(self._lock_fd)
+
+
+class LatestReader:
+    """Read-only view of a latest-value table; ``get`` returns torn-free copies."""
+
+    def __init__(self, name: str):
+        check_platform()
+        seg = Segment.open(name)
+        if seg.get(H.KIND) != SegmentKind.LATEST:
+            seg.close()
+            raise LayoutMismatch(f"segment {name} is not a latest-value table")
+        self.name = name
+        self._seg = seg
+        self.dtype = dtype_from_description(seg.get_text(H.DESCR, H.DESCR_SIZE))
+        self.rows = seg.get(H.CAPACITY)
+        self._stride = seg.get(H.RECORD_SIZE)
+        if self._stride != _stride(self.dtype):
+            seg.close()
+            raise LayoutMismatch(f"segment {name}: row stride {self._stride} does not match dtype")
+        self._mem = seg.memory()
+        self._words = self._mem.cast("Q")
+        self._ids: dict[str, int] = {}
+        self.torn_retries = 0
+
+    def _read_row(self, symbol_id: int) -> tuple[bytearray, int] | None:
+        off = HEADER_SIZE + symbol_id * self._stride
+        w = off >> 3
+        words, mem = self._words, self._mem
+        for _ in range(_MAX_RETRIES):
+            before = words[w]
+            if before & 1:
+                self.torn_retries += 1
+                continue
+            row = bytearray(mem[off:off + self._stride])
+            if words[w] == before:
+                return (row, before) if before else None
+            self.torn_retries += 1
+        raise ShmError(f"segment {self.name}: row {symbol_id} kept changing for "
+                       f"{_MAX_RETRIES} reads (writer stuck mid-update?)")
+
+    def symbol_id(self, name: str) -> int:
+        """Row of the exchange-native symbol ``name``; KeyError if the writer never registered it."""
+        if name not in self._ids:
+            for i in range(self.rows):
+                got = self._read_row(i)
+                if got is not None:
+                    row_name = bytes(got[0][16:64]).rstrip(b"\0").decode()
+                    if row_name:
+                        self._ids[row_name] = i
+        try:
+            return self._ids[name]
+        except KeyError:
+            raise KeyError(f"segment {self.name}: no row for symbol {name!r}") from None
+
+    def get(self, symbol: int | str) -> np.void | None:
+        """Latest record for a symbol id or name, or ``None`` if that row was never written."""
+        symbol_id = self.symbol_id(symbol) if isinstance(symbol, str) else symbol
+        if not 0 <= symbol_id < self.rows:
+            raise IndexError(f"segment {self.name}: symbol id {symbol_id} outside "
+                             f"0..{self.rows - 1}")
+        got = self._read_row(symbol_id)
+        if got is None or int.from_bytes(got[0][8:16], "little") == 0:
+            return None  # registered (named) but no record yet
+        return np.frombuffer(got[0], self.dtype, 1, _ROW_HEADER)[0]
+
+    def snapshot(self) -> dict[int, np.void]:
+        """Every written row, by symbol id (each row torn-free; rows read one after another)."""
+        out = {}
+        for i in range(self.rows):
+            record = self.get(i)
+            if record is not None:
+                out[i] = record
+        return out
+
+    def close(self) -> None:
+        """Unmap the table; records returned earlier stay valid (they are copies)."""
+        self._words.release()
+        self._mem.release()
+        self._seg.close()
