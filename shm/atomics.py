@@ -28,7 +28,7 @@ from numba.extending import intrinsic
 
 from .layout import H
 
-__all__ = ["fence", "fetch_add_u32", "commit_kernel"]
+__all__ = ["commit_kernel", "fence", "fetch_add_u32"]
 
 _TAIL_INTENT = H.TAIL_INTENT
 _TAIL = H.TAIL
@@ -40,31 +40,31 @@ def _ptr(builder: ir.IRBuilder, addr: ir.Value, bits: int) -> ir.Value:
 
 
 @intrinsic
-def _load_u64(typingctx, addr):  # type: ignore[no-untyped-def]
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+def _load_u64(typingctx, addr):
+    def codegen(context, builder, sig, args):
         return builder.load_atomic(_ptr(builder, args[0], 64), "acquire", 8)
     return types.int64(types.int64), codegen
 
 
 @intrinsic
-def _load_u32(typingctx, addr):  # type: ignore[no-untyped-def]
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+def _load_u32(typingctx, addr):
+    def codegen(context, builder, sig, args):
         value = builder.load_atomic(_ptr(builder, args[0], 32), "acquire", 4)
         return builder.zext(value, ir.IntType(64))
     return types.int64(types.int64), codegen
 
 
 @intrinsic
-def _store_u64(typingctx, addr, value):  # type: ignore[no-untyped-def]
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+def _store_u64(typingctx, addr, value):
+    def codegen(context, builder, sig, args):
         builder.store_atomic(args[1], _ptr(builder, args[0], 64), "release", 8)
         return context.get_dummy_value()
     return types.void(types.int64, types.int64), codegen
 
 
 @intrinsic
-def _store_u32(typingctx, addr, value):  # type: ignore[no-untyped-def]
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+def _store_u32(typingctx, addr, value):
+    def codegen(context, builder, sig, args):
         low = builder.trunc(args[1], ir.IntType(32))
         builder.store_atomic(low, _ptr(builder, args[0], 32), "release", 4)
         return context.get_dummy_value()
@@ -72,18 +72,18 @@ def _store_u32(typingctx, addr, value):  # type: ignore[no-untyped-def]
 
 
 @intrinsic
-def _fetch_add_u32(typingctx, addr, delta):  # type: ignore[no-untyped-def]
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+def _fetch_add_u32(typingctx, addr, delta):
+    def codegen(context, builder, sig, args):
         low = builder.trunc(args[1], ir.IntType(32))
         old = builder.atomic_rmw("add", _ptr(builder, args[0], 32), low, "seq_cst")
         return builder.zext(old, ir.IntType(64))
     return types.int64(types.int64, types.int64), codegen
 
 
-def _fence_intrinsic(ordering: str):  # type: ignore[no-untyped-def]
+def _fence_intrinsic(ordering: str):
     @intrinsic
-    def _fence(typingctx):  # type: ignore[no-untyped-def]
-        def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+    def _fence(typingctx):
+        def codegen(context, builder, sig, args):
             builder.fence(ordering)
             return context.get_dummy_value()
         return types.void(), codegen
@@ -95,8 +95,8 @@ _fence_release = _fence_intrinsic("release")
 
 
 @intrinsic
-def _u64_ptr(typingctx, addr):  # type: ignore[no-untyped-def]
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+def _u64_ptr(typingctx, addr):
+    def codegen(context, builder, sig, args):
         return _ptr(builder, args[0], 64)
     return types.CPointer(types.uint64)(types.int64), codegen
 

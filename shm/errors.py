@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ShmError", "SegmentNotFound", "LayoutMismatch", "WriterGone", "WriterBusy"]
+__all__ = ["LayoutMismatch", "SegmentNotFound", "ShmError", "WriterBusy", "WriterGone"]
 
 
 class ShmError(Exception):

@@ -13,22 +13,34 @@ Python, which the compiler cannot reorder, and x86-64 keeps stores and loads in 
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
 from .errors import LayoutMismatch, ShmError
 from .layout import (
-    H, HEADER_SIZE, LATEST_ROW_HEADER, SegmentKind, SegmentState, describe_dtype,
+    HEADER_SIZE,
+    LATEST_ROW_HEADER,
+    H,
+    SegmentKind,
+    SegmentState,
+    describe_dtype,
     dtype_from_description,
 )
 from .ring import claim_segment
 from .segment import Segment
 from .wake import check_platform
 
-__all__ = ["LatestWriter", "LatestReader"]
+__all__ = ["LatestReader", "LatestWriter"]
 
 _ROW_HEADER = LATEST_ROW_HEADER.itemsize
-_MAX_RETRIES = 100_000
+_SPIN_TRIES = 1_000
+_GIVE_UP_NS = 2_000_000_000
+
+
+def _check_row(name: str, symbol_id: int, rows: int) -> None:
+    if not 0 <= symbol_id < rows:
+        raise IndexError(f"segment {name}: symbol id {symbol_id} outside 0..{rows - 1}")
 
 
 def _stride(dtype: np.dtype) -> int:
@@ -52,12 +64,11 @@ class LatestWriter:
         self._mem = self._seg.memory()
         self._words = self._mem.cast("Q")
         self._stage = np.zeros(1, dtype)
-        self._stage_mem = memoryview(self._stage).cast("B")
+        self._stage_mem = self._stage.data.cast("B")
         self.closed = False
 
     def _row(self, symbol_id: int) -> int:
-        if not 0 <= symbol_id < self.rows:
-            raise IndexError(f"segment {self.name}: symbol id {symbol_id} outside 0..{self.rows - 1}")
+        _check_row(self.name, symbol_id, self.rows)
         return HEADER_SIZE + symbol_id * self._stride
 
     def register(self, symbol_id: int, name: str) -> None:
@@ -132,20 +143,27 @@ class LatestReader:
         off = HEADER_SIZE + symbol_id * self._stride
         w = off >> 3
         words, mem = self._words, self._mem
-        for _ in range(_MAX_RETRIES):
+        tries = 0
+        deadline = 0
+        while True:
             before = words[w]
-            if before & 1:
-                self.torn_retries += 1
-                continue
-            row = bytearray(mem[off:off + self._stride])
-            if words[w] == before:
-                return (row, before) if before else None
+            if not before & 1:
+                row = bytearray(mem[off:off + self._stride])
+                if words[w] == before:
+                    return (row, before) if before else None
             self.torn_retries += 1
-        raise ShmError(f"segment {self.name}: row {symbol_id} kept changing for "
-                       f"{_MAX_RETRIES} reads (writer stuck mid-update?)")
+            tries += 1
+            if tries >= _SPIN_TRIES:
+                # The writer may be preempted mid-update: yield, and give up only after a while.
+                now = time.monotonic_ns()
+                deadline = deadline or now + _GIVE_UP_NS
+                if now > deadline:
+                    raise ShmError(f"segment {self.name}: row {symbol_id} stayed mid-update "
+                                   f"for {_GIVE_UP_NS / 1e9:g} s (writer stuck or dead?)")
+                time.sleep(0)
 
     def symbol_id(self, name: str) -> int:
-        """Row of the exchange-native symbol ``name``; KeyError if the writer never registered it."""
+        """Row of the exchange-native symbol ``name``; KeyError if it was never registered."""
         if name not in self._ids:
             for i in range(self.rows):
                 got = self._read_row(i)
@@ -161,9 +179,7 @@ class LatestReader:
     def get(self, symbol: int | str) -> np.void | None:
         """Latest record for a symbol id or name, or ``None`` if that row was never written."""
         symbol_id = self.symbol_id(symbol) if isinstance(symbol, str) else symbol
-        if not 0 <= symbol_id < self.rows:
-            raise IndexError(f"segment {self.name}: symbol id {symbol_id} outside "
-                             f"0..{self.rows - 1}")
+        _check_row(self.name, symbol_id, self.rows)
         got = self._read_row(symbol_id)
         if got is None or int.from_bytes(got[0][8:16], "little") == 0:
             return None  # registered (named) but no record yet

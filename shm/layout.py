@@ -22,12 +22,39 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "LAYOUT_VERSION", "MAGIC", "DOORBELL_MAGIC", "PAGE_SIZE", "HEADER_SIZE",
-    "Exchange", "Market", "Side", "BookState", "Priority", "SegmentKind", "SegmentState",
-    "COMMON_FIELDS", "TRADE", "BBO", "DEPTH", "BOOK", "LIQUIDATION", "FUNDING", "OPEN_INTEREST",
-    "EVENT", "STREAMS", "BOOK_DEPTH", "book_dtype", "record_dtype", "describe_dtype",
-    "dtype_from_description", "dtype_hash", "LATEST_ROW_HEADER", "FLAG_LAST_IN_MESSAGE",
-    "FLAG_NOT_LIVE", "FLAG_ID_HASHED", "EVENT_VALUES",
+    "BBO",
+    "BOOK",
+    "BOOK_DEPTH",
+    "COMMON_FIELDS",
+    "DEPTH",
+    "DOORBELL_MAGIC",
+    "EVENT",
+    "EVENT_VALUES",
+    "FLAG_ID_HASHED",
+    "FLAG_LAST_IN_MESSAGE",
+    "FLAG_NOT_LIVE",
+    "FUNDING",
+    "HEADER_SIZE",
+    "LATEST_ROW_HEADER",
+    "LAYOUT_VERSION",
+    "LIQUIDATION",
+    "MAGIC",
+    "OPEN_INTEREST",
+    "PAGE_SIZE",
+    "STREAMS",
+    "TRADE",
+    "BookState",
+    "Exchange",
+    "Market",
+    "Priority",
+    "SegmentKind",
+    "SegmentState",
+    "Side",
+    "book_dtype",
+    "describe_dtype",
+    "dtype_from_description",
+    "dtype_hash",
+    "record_dtype",
 ]
 
 LAYOUT_VERSION = 1
@@ -141,7 +168,7 @@ FLAG_LAST_IN_MESSAGE = 1 << 0   # depth: last level record of one exchange messa
 FLAG_NOT_LIVE = 1 << 1          # record produced while its book was not LIVE
 FLAG_ID_HASHED = 1 << 2         # trade_id is a 63-bit hash of a non-numeric exchange id
 
-COMMON_FIELDS: list[tuple[str, Any]] = [
+COMMON_FIELDS: list[tuple[Any, ...]] = [
     ("seq", np.uint64),
     ("ts_exchange_ns", np.int64),
     ("ts_recv_ns", np.int64),
@@ -154,7 +181,7 @@ COMMON_FIELDS: list[tuple[str, Any]] = [
 ]
 
 
-def _record(fields: list[tuple[str, Any]]) -> np.dtype:
+def _record(fields: list[tuple[Any, ...]]) -> np.dtype:
     return np.dtype(COMMON_FIELDS + fields, align=True)
 
 

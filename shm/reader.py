@@ -11,7 +11,7 @@ import numpy as np
 
 from .errors import LayoutMismatch, SegmentNotFound, ShmError, WriterGone
 from .latest import LatestReader
-from .layout import H, HEADER_SIZE, SegmentKind, SegmentState, dtype_from_description, dtype_hash
+from .layout import HEADER_SIZE, H, SegmentKind, SegmentState, dtype_from_description, dtype_hash
 from .segment import Segment, segment_name, writer_alive
 from .wake import Doorbell, check_platform, futex_wait
 

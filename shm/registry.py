@@ -11,7 +11,7 @@ from .errors import ShmError
 from .layout import H, SegmentKind, SegmentState
 from .segment import SHM_DIR, Segment, parse_segment_name, writer_alive
 
-__all__ = ["SegmentInfo", "list_segments", "gc_segments"]
+__all__ = ["SegmentInfo", "gc_segments", "list_segments"]
 
 
 class SegmentInfo(msgspec.Struct, frozen=True):
@@ -35,26 +35,25 @@ class SegmentInfo(msgspec.Struct, frozen=True):
 
 
 def _info(name: str, parts: dict[str, str]) -> SegmentInfo:
-    base = {"name": name, "instance": parts["instance"], "exchange": parts["exchange"],
-            "stream": parts["stream"]}
     size = os.stat(os.path.join(SHM_DIR, name)).st_size
+    base = SegmentInfo(name=name, instance=parts["instance"], exchange=parts["exchange"],
+                       stream=parts["stream"], kind="wake", size_bytes=size)
     if parts["suffix"] == "wake":
-        return SegmentInfo(kind="wake", size_bytes=size, **base)
+        return base
     try:
         seg = Segment.open(name)
     except (ShmError, OSError) as exc:
-        return SegmentInfo(kind="invalid", size_bytes=size, error=str(exc), **base)
+        return msgspec.structs.replace(base, kind="invalid", error=str(exc))
     try:
         pid = seg.get(H.WRITER_PID)
         kind = seg.get(H.KIND)
-        return SegmentInfo(
-            kind=SegmentKind(kind).name.lower() if kind in (1, 2) else "invalid",
-            size_bytes=size, capacity=seg.get(H.CAPACITY),
+        return msgspec.structs.replace(
+            base, kind=SegmentKind(kind).name.lower() if kind in (1, 2) else "invalid",
+            capacity=seg.get(H.CAPACITY),
             record_size_bytes=seg.get(H.RECORD_SIZE), tail=seg.get(H.TAIL),
             generation=seg.get(H.GENERATION), state=SegmentState(seg.get(H.STATE)).name,
             writer_pid=pid, writer_alive=writer_alive(pid, seg.get(H.WRITER_START_TIME)),
-            heartbeat_age_s=round((time.monotonic_ns() - seg.get(H.HEARTBEAT_NS)) / 1e9, 3),
-            **base)
+            heartbeat_age_s=round((time.monotonic_ns() - seg.get(H.HEARTBEAT_NS)) / 1e9, 3))
     finally:
         seg.close()
 

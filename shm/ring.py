@@ -10,8 +10,17 @@ import numpy as np
 
 from .atomics import commit_kernel
 from .errors import LayoutMismatch, SegmentNotFound, WriterBusy
-from .layout import H, HEADER_SIZE, LAYOUT_VERSION, MAGIC, PAGE_SIZE, SegmentKind, SegmentState
-from .layout import describe_dtype, dtype_hash
+from .layout import (
+    HEADER_SIZE,
+    LAYOUT_VERSION,
+    MAGIC,
+    PAGE_SIZE,
+    H,
+    SegmentKind,
+    SegmentState,
+    describe_dtype,
+    dtype_hash,
+)
 from .segment import SHM_DIR, Segment, process_start_time
 from .wake import Doorbell, check_platform, futex_wake
 
@@ -68,7 +77,8 @@ def claim_segment(name: str, dtype: np.dtype, capacity: int, kind: SegmentKind,
     problem = _geometry_problem(seg, dtype, capacity, kind, record_size)
     if problem:
         generation = seg.get(H.GENERATION)
-        seg.unlink()
+        if replace:
+            seg.unlink()
         seg.close()
         os.close(lock_fd)
         if not replace:
@@ -132,8 +142,9 @@ class Writer:
         self._words = dtype.itemsize // 8
         self._waiters = self._bell.waiters_addr
         self._wake_addr = seg.base + H.WAKE_SEQ
-        field = (dtype.fields or {}).get("ts_commit_ns")
-        self._stamp_word = field[1] // 8 if field is not None and field[1] % 8 == 0 else -1
+        stamp_offset = dtype.fields["ts_commit_ns"][1] if dtype.fields and \
+            "ts_commit_ns" in dtype.fields else -1
+        self._stamp_word = stamp_offset // 8 if stamp_offset % 8 == 0 else -1
         self._stage = np.zeros(1, dtype)
         self._stage_addr = int(self._stage.ctypes.data)
         self._wakes = 0
@@ -150,7 +161,7 @@ class Writer:
         return self._seg.get(H.TAIL)
 
     def commit(self, record: object) -> int:
-        """Commit one record (a ``np.void`` of this dtype or a tuple of its fields); returns its seq."""
+        """Commit one record (a ``np.void`` of this dtype or a field tuple); returns its seq."""
         self._stage[0] = record
         return self._publish(self._stage_addr, 1)
 
@@ -183,7 +194,7 @@ class Writer:
         self._seg.heartbeat()
 
     def close(self, unlink: bool = False) -> None:
-        """Mark the segment CLOSED, wake parked readers, release it; ``unlink`` removes the files."""
+        """Mark CLOSED, wake parked readers, release the segment; ``unlink`` removes the files."""
         if self.closed:
             return
         self.closed = True

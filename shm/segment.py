@@ -17,10 +17,14 @@ import time
 import numpy as np
 
 from .errors import LayoutMismatch, SegmentNotFound, ShmError
-from .layout import H, HEADER_SIZE, LAYOUT_VERSION, MAGIC
+from .layout import HEADER_SIZE, LAYOUT_VERSION, MAGIC, H
 
 __all__ = [
-    "SHM_DIR", "Segment", "segment_name", "parse_segment_name", "process_start_time",
+    "SHM_DIR",
+    "Segment",
+    "parse_segment_name",
+    "process_start_time",
+    "segment_name",
     "writer_alive",
 ]
 
@@ -65,7 +69,7 @@ def process_start_time(pid: int) -> int:
 
 
 def writer_alive(pid: int, start_time: int) -> bool:
-    """True if ``pid`` runs and is the same process (not a reused pid) that started at ``start_time``."""
+    """True if ``pid`` runs and is the process that started at ``start_time`` (not a reused pid)."""
     return pid > 0 and process_start_time(pid) == start_time != 0
 
 
@@ -77,7 +81,7 @@ class Segment:
     stores in program order; on x86-64 (TSO) that keeps them ordered for other processes.
     """
 
-    __slots__ = ("name", "path", "writable", "size", "inode", "_mm", "_bytes", "words", "base")
+    __slots__ = ("_bytes", "_mm", "base", "inode", "name", "path", "size", "words", "writable")
 
     def __init__(self, name: str, path: str, mm: mmap.mmap, writable: bool, inode: int):
         self.name = name
@@ -161,7 +165,7 @@ class Segment:
         self._bytes[offset:offset + len(raw)] = np.frombuffer(raw, np.uint8)
 
     def view(self, offset: int, dtype: np.dtype, count: int) -> np.ndarray:
-        """A numpy view of ``count`` items of ``dtype`` at byte ``offset`` (read-only if mapped so)."""
+        """A numpy view of ``count`` ``dtype`` items at byte ``offset`` (read-only if mapped so)."""
         return np.frombuffer(self._mm, dtype=dtype, count=count, offset=offset)
 
     def memory(self) -> memoryview:

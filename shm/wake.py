@@ -20,7 +20,7 @@ from .errors import ShmError
 from .layout import DOORBELL_MAGIC, PAGE_SIZE, DoorbellOffsets
 from .segment import SHM_DIR, Segment
 
-__all__ = ["futex_wait", "futex_wake", "Doorbell", "check_platform"]
+__all__ = ["Doorbell", "check_platform", "futex_wait", "futex_wake"]
 
 _SYS_FUTEX = {"x86_64": 202}
 _FUTEX_WAIT = 0  # shared (no FUTEX_PRIVATE_FLAG): the word lives in a MAP_SHARED file

@@ -1,0 +1,1 @@
+"""Benchmarks for microstream (run as scripts; see each module's docstring)."""

@@ -1,0 +1,87 @@
+"""The ``microstream`` command (argparse). Data goes to stdout, diagnostics to stderr.
+
+Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+import msgspec
+
+import shm
+
+from . import __version__
+
+__all__ = ["main"]
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="microstream", description="Low-latency crypto market-data engine.")
+    parser.add_argument("--version", action="version", version=f"microstream {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the engine (for now: a live two-process bus demo)")
+    run.add_argument("--instance", default="demo", help="bus instance name (default: demo)")
+    run.add_argument("--duration", type=float, default=5.0, metavar="S",
+                     help="stop after S seconds (default: 5)")
+    run.add_argument("--rate", type=int, default=10_000, metavar="N",
+                     help="synthetic trades per second (default: 10000)")
+
+    bus = sub.add_parser("shm", help="inspect or clean the shared-memory bus")
+    bus_sub = bus.add_subparsers(dest="shm_command", required=True)
+    ls = bus_sub.add_parser("ls", help="list segments with writer liveness")
+    gc = bus_sub.add_parser("gc", help="remove segments whose writer closed them or died")
+    gc.add_argument("--dry-run", action="store_true", help="only print what would be removed")
+    for p in (ls, gc):
+        p.add_argument("--instance", default=None, help="only this instance")
+        p.add_argument("--json", action="store_true", help="JSON output")
+    return parser
+
+
+def _shm_ls(args: argparse.Namespace) -> int:
+    infos = shm.list_segments(args.instance)
+    if args.json:
+        print(msgspec.json.encode(infos).decode())
+        return 0
+    if not infos:
+        print(f"no microstream segments in {shm.SHM_DIR}")
+        return 0
+    print(f"{'NAME':56} {'KIND':6} {'STATE':8} {'TAIL':>12} {'GEN':>4} {'WRITER':>8} ALIVE")
+    for i in infos:
+        pid = str(i.writer_pid) if i.writer_pid else "-"
+        print(f"{i.name:56} {i.kind:6} {i.state or '-':8} {i.tail:>12} {i.generation:>4} "
+              f"{pid:>8} {'yes' if i.writer_alive else 'no'}")
+    return 0
+
+
+def _shm_gc(args: argparse.Namespace) -> int:
+    removed = shm.gc_segments(args.instance, dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps({"removed": removed, "dry_run": args.dry_run}))
+    else:
+        verb = "would remove" if args.dry_run else "removed"
+        print("\n".join(f"{verb} {name}" for name in removed) or "nothing to remove")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``microstream`` console script; returns the exit code."""
+    args = _build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            from .demo import run_demo
+
+            print(f"microstream {__version__}: the feed workers, detectors and Redis publisher "
+                  "are not built yet, so `run` demonstrates the shared-memory bus.", flush=True)
+            return run_demo(args.instance, args.duration, args.rate)
+        if args.command == "shm":
+            return _shm_ls(args) if args.shm_command == "ls" else _shm_gc(args)
+    except shm.ShmError as exc:
+        print(f"microstream: {exc}", file=sys.stderr)
+        return 1
+    return 2
