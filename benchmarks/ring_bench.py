@@ -88,6 +88,10 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _num(x: float) -> float | int:
+    return int(x) if x.is_integer() else round(x, 3)
+
+
 def _seconds(ns: int) -> float:
     return ns / 1e9
 
@@ -194,14 +198,16 @@ def _jitter_child(ready: Any, duration: float) -> dict:
     return {"lat": gaps[:k]}
 
 
-def _start(fn: Callable[..., dict], cpu: int | None, **kwargs: Any) -> tuple[Any, Any, Any]:
+def _start(fn: Callable[..., dict], cpu: int | None, **kwargs: Any) -> tuple[Any, Any]:
     results, ready = _ctx.Queue(), _ctx.Event()
     proc = _ctx.Process(target=_child, args=(fn, results, ready, cpu, kwargs), daemon=True)
     proc.start()
-    if not ready.wait(CHILD_TIMEOUT_S):
-        proc.kill()
-        raise RuntimeError(f"{fn.__name__} child did not start")
-    return proc, results, ready
+    deadline = time.monotonic() + CHILD_TIMEOUT_S
+    while not ready.wait(0.1):
+        if not proc.is_alive() or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"{fn.__name__} child died or hung before it was ready")
+    return proc, results
 
 
 def _finish(proc: Any, results: Any) -> dict:
@@ -234,7 +240,7 @@ def handoff_once(name: str, wait: str, rate: float, duration: float,
     rec = np.zeros(1, shm.TRADE)[0]
     writer = shm.Writer(name, shm.TRADE, CAPACITY)
     try:
-        proc, results, _ = _start(_reader_child, cpus[1], name=name, wait=wait, count=count)
+        proc, results = _start(_reader_child, cpus[1], name=name, wait=wait, count=count)
         clock = time.perf_counter_ns
         gc.disable()
         send = clock() + 10_000_000  # let the reader settle into its wait
@@ -260,7 +266,7 @@ def handoff_once(name: str, wait: str, rate: float, duration: float,
 
 
 def jitter_once(duration: float, cpu: int | None) -> dict[str, tuple[float, str]]:
-    gaps = _finish(*_start(_jitter_child, cpu, duration=duration)[:2])["lat"]
+    gaps = _finish(*_start(_jitter_child, cpu, duration=duration))["lat"]
     out = {f"gap_{key}": (value, "us") for key, value in _percentiles(gaps).items()}
     out["gaps_per_s"] = (len(gaps) / duration, "1/s")
     return out
@@ -271,8 +277,8 @@ def report_runs(emit: Emitter, case: str, runs: list[dict[str, tuple[float, str]
     """Per metric: median over runs as value, min/max over runs as extra keys."""
     for metric, (_, unit) in runs[0].items():
         values = [float(run[metric][0]) for run in runs]
-        emit(case, metric, round(statistics.median(values), 3), unit,
-             min=round(min(values), 3), max=round(max(values), 3), runs=len(runs), **extra)
+        emit(case, metric, _num(statistics.median(values)), unit, min=_num(min(values)),
+             max=_num(max(values)), runs=len(runs), **extra)
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -280,7 +286,7 @@ def _env(emit: Emitter, cpus: tuple[int | None, int | None]) -> None:
     emit("env", "cpus", os.cpu_count(), "count", usable_cpus=len(os.sched_getaffinity(0)),
          cpu_model=_cpu_model(), kernel=platform.release(),
          python=platform.python_version(), numpy=np.__version__, numba=numba.__version__,
-         writer_cpu=cpus[0], reader_cpu=cpus[1])
+         writer_cpu=cpus[0], reader_cpu=cpus[1], loadavg_1m=os.getloadavg()[0])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -300,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--duration must be > 0 and --runs ≥ 1")
 
     usable = sorted(os.sched_getaffinity(0))
-    cpus: tuple[int | None, int | None] = (usable[0], usable[1]) if len(usable) >= 2 else (None, None)
+    cpus: tuple[int | None, int | None] = (None, None)
+    if len(usable) >= 2:
+        cpus = (usable[0], usable[1])
     name = shm.segment_name("bench", "local", f"ringbench{os.getpid()}")
     emit = Emitter()
     _env(emit, cpus)

@@ -9,12 +9,14 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import msgspec
 
 import shm
 
 from . import __version__
+from .config import Config, ConfigError, load_config
 
 __all__ = ["main"]
 
@@ -26,11 +28,14 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the engine (for now: a live two-process bus demo)")
-    run.add_argument("--instance", default="demo", help="bus instance name (default: demo)")
-    run.add_argument("--duration", type=float, default=5.0, metavar="S",
-                     help="stop after S seconds (default: 5)")
-    run.add_argument("--rate", type=int, default=10_000, metavar="N",
-                     help="synthetic trades per second (default: 10000)")
+    run.add_argument("-c", "--config", default="config.toml", metavar="FILE",
+                     help="configuration file (default: ./config.toml; built-in defaults if "
+                          "that is absent)")
+    run.add_argument("--instance", help="bus instance name (overrides [engine] instance)")
+    run.add_argument("--duration", type=float, metavar="S",
+                     help="stop after S seconds (overrides [demo] duration_s)")
+    run.add_argument("--rate", type=int, metavar="N",
+                     help="synthetic trades per second (overrides [demo] rate_per_s)")
 
     bus = sub.add_parser("shm", help="inspect or clean the shared-memory bus")
     bus_sub = bus.add_subparsers(dest="shm_command", required=True)
@@ -69,18 +74,31 @@ def _shm_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    explicit = args.config != "config.toml"
+    config = load_config(args.config) if explicit or Path(args.config).exists() else Config()
+    print(f"microstream {__version__}: the feed workers, detectors and Redis publisher are not "
+          "built yet, so `run` demonstrates the shared-memory bus.", flush=True)
+    demo = config.demo
+    return run_demo(args.instance or config.engine.instance,
+                    args.duration if args.duration is not None else demo.duration_s,
+                    args.rate if args.rate is not None else demo.rate_per_s,
+                    demo.ring_capacity)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``microstream`` console script; returns the exit code."""
     args = _build_parser().parse_args(argv)
     try:
         if args.command == "run":
-            from .demo import run_demo
-
-            print(f"microstream {__version__}: the feed workers, detectors and Redis publisher "
-                  "are not built yet, so `run` demonstrates the shared-memory bus.", flush=True)
-            return run_demo(args.instance, args.duration, args.rate)
+            return _run(args)
         if args.command == "shm":
             return _shm_ls(args) if args.shm_command == "ls" else _shm_gc(args)
+    except ConfigError as exc:
+        print(f"microstream: {exc}", file=sys.stderr)
+        return 2
     except shm.ShmError as exc:
         print(f"microstream: {exc}", file=sys.stderr)
         return 1

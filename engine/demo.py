@@ -18,9 +18,6 @@ import shm
 
 __all__ = ["run_demo"]
 
-_CAPACITY = 1 << 16
-
-
 def _follow(name: str, conn: Connection) -> None:
     """Child: read the ring until the writer closes it, sending per-second stats."""
     reader = shm.Reader(name, start="latest", wait="park")
@@ -55,10 +52,10 @@ def _summary(stats: shm.ReaderStats, lat_ns: np.ndarray) -> dict[str, float]:
             "p50_us": float(p50), "p99_us": float(p99)}
 
 
-def run_demo(instance: str, duration_s: float, rate_per_s: int) -> int:
+def run_demo(instance: str, duration_s: float, rate_per_s: int, capacity: int) -> int:
     """Run the demo for ``duration_s`` seconds at ``rate_per_s`` trades/s; returns an exit code."""
     name = shm.segment_name(instance, "demo", "trades")
-    writer = shm.Writer(name, shm.TRADE, _CAPACITY, replace=True)
+    writer = shm.Writer(name, shm.TRADE, capacity, replace=True)
     latest = shm.LatestWriter(name + ".latest", shm.TRADE, 4, replace=True)
     latest.register(0, "DEMOUSDT")
     parent, child = mp.get_context("spawn").Pipe()
