@@ -4,7 +4,7 @@ Run: ``PYTHONPATH=. .venv/bin/python benchmarks/ring_bench.py [--duration S] [--
 Stdout carries only JSON lines ``{"bench": "ring", "case", "metric", "value", "unit", ...}``;
 progress goes to stderr. Cases:
 
-* ``env``: CPU model, core count, kernel, Python/numpy/numba versions.
+* ``env``: CPU model, core count, kernel, Python/numpy/numba versions, CPUs used, 1-min load.
 * ``commit_single``: ``Writer.commit`` of one ``np.void`` record in a tight loop, no reader.
 * ``commit_batch_<B>``: ``Writer.commit_batch`` of B-record arrays (B = 16, 64, 256), no reader.
 * ``handoff_spin`` / ``handoff_park``: this process writes, a reader in a ``spawn``-ed child
@@ -243,7 +243,7 @@ def handoff_once(name: str, wait: str, rate: float, duration: float,
         proc, results = _start(_reader_child, cpus[1], name=name, wait=wait, count=count)
         clock = time.perf_counter_ns
         gc.disable()
-        send = clock() + 10_000_000  # let the reader settle into its wait
+        send = clock() + 10e6  # ns: let the reader settle into its wait
         for _ in range(count):
             if sleep and (ahead := send - clock() - SLEEP_MARGIN_NS) > 0:
                 time.sleep(ahead / 1e9)

@@ -8,9 +8,9 @@ handful of ints versus ~600 ns for three array arguments (measured on this machi
 Ordering contract (see DESIGN.md section 4), written here because the code relies on it:
 
 * Writer: ``tail_intent = n + k`` -> release fence -> slot stores -> ``store-release tail``
-  -> seq_cst fence -> load the doorbell's waiter count. The seq_cst fence is the StoreLoad
-  barrier that makes "store tail, then look for parked readers" race-free against a reader that
-  does "register as waiter (seq_cst RMW), then re-check tail".
+  -> seq_cst fence -> load the doorbell's parked-readers bitmap. The seq_cst fence is the
+  StoreLoad barrier that makes "store tail, then look for parked readers" race-free against a
+  reader that does "set my parked bit (seq_cst RMW), then re-check tail".
 * Reader (plain Python, :mod:`shm.reader`): load tail -> copy slots -> load ``tail_intent``.
   Every copied record with ``seq < tail_intent - capacity`` may have been overwritten mid-copy
   and is dropped. x86-64 keeps loads in order, and each step is a separate opaque C call in
@@ -28,7 +28,7 @@ from numba.extending import intrinsic
 
 from .layout import H
 
-__all__ = ["commit_kernel", "fence", "fetch_add_u32"]
+__all__ = ["commit_kernel", "compare_exchange_u32", "fence", "fetch_and", "fetch_or"]
 
 _TAIL_INTENT = H.TAIL_INTENT
 _TAIL = H.TAIL
@@ -71,13 +71,27 @@ def _store_u32(typingctx, addr, value):
     return types.void(types.int64, types.int64), codegen
 
 
+def _rmw_u64(op: str):  # returns a numba intrinsic
+    @intrinsic
+    def _rmw(typingctx, addr, value):
+        def codegen(context, builder, sig, args):
+            return builder.atomic_rmw(op, _ptr(builder, args[0], 64), args[1], "seq_cst")
+        return types.int64(types.int64, types.int64), codegen
+    return _rmw
+
+
+_fetch_or_u64 = _rmw_u64("or")
+_fetch_and_u64 = _rmw_u64("and")
+
+
 @intrinsic
-def _fetch_add_u32(typingctx, addr, delta):
+def _cas_u32(typingctx, addr, expected, new):
     def codegen(context, builder, sig, args):
-        low = builder.trunc(args[1], ir.IntType(32))
-        old = builder.atomic_rmw("add", _ptr(builder, args[0], 32), low, "seq_cst")
-        return builder.zext(old, ir.IntType(64))
-    return types.int64(types.int64, types.int64), codegen
+        i32 = ir.IntType(32)
+        pair = builder.cmpxchg(_ptr(builder, args[0], 32), builder.trunc(args[1], i32),
+                               builder.trunc(args[2], i32), "seq_cst", "seq_cst")
+        return builder.zext(builder.extract_value(pair, 0), ir.IntType(64))
+    return types.int64(types.int64, types.int64, types.int64), codegen
 
 
 def _fence_intrinsic(ordering: str):
@@ -108,9 +122,21 @@ def fence() -> None:
 
 
 @nb.njit(nb.int64(nb.int64, nb.int64), cache=True)
-def fetch_add_u32(addr: int, delta: int) -> int:
-    """Atomically add ``delta`` (may be negative) to the u32 at ``addr``; returns the old value."""
-    return _fetch_add_u32(addr, delta)
+def fetch_or(addr: int, bits: int) -> int:
+    """Atomically OR ``bits`` into the u64 at ``addr`` (seq_cst: a full fence); returns the old."""
+    return _fetch_or_u64(addr, bits)
+
+
+@nb.njit(nb.int64(nb.int64, nb.int64), cache=True)
+def fetch_and(addr: int, bits: int) -> int:
+    """Atomically AND ``bits`` into the u64 at ``addr`` (seq_cst); returns the old value."""
+    return _fetch_and_u64(addr, bits)
+
+
+@nb.njit(nb.int64(nb.int64, nb.int64, nb.int64), cache=True)
+def compare_exchange_u32(addr: int, expected: int, new: int) -> int:
+    """Store ``new`` into the u32 at ``addr`` if it holds ``expected``; returns the old value."""
+    return _cas_u32(addr, expected, new)
 
 
 @nb.njit(nb.int64(nb.int64, nb.int64, nb.int64, nb.int64, nb.int64, nb.int64, nb.int64,
@@ -119,8 +145,9 @@ def commit_kernel(hdr: int, ring: int, mask: int, words: int, src: int, count: i
                   stamp_word: int, stamp: int, waiters: int) -> int:
     """Publish ``count`` records of ``words`` u64 words from ``src`` into the ring at ``ring``.
 
-    Writes each record's ``seq`` (word 0) and, if ``stamp_word >= 0``, the commit stamp. Returns
-    1 if a reader is parked (the caller then issues FUTEX_WAKE; ``wake_seq`` is already bumped).
+    Writes each record's ``seq`` (word 0) and, if ``stamp_word >= 0``, the commit stamp.
+    ``waiters`` is the address of the doorbell's parked bitmap (u64). Returns 1 if a reader is
+    parked (the caller then issues FUTEX_WAKE; ``wake_seq`` is already bumped).
     The caller guarantees ``count <= capacity`` and that only one writer exists.
     """
     slots = nb.carray(_u64_ptr(ring), (mask + 1, words))
@@ -137,7 +164,7 @@ def commit_kernel(hdr: int, ring: int, mask: int, words: int, src: int, count: i
             slot[stamp_word] = stamp
     _store_u64(hdr + _TAIL, start + count)
     _fence_seq_cst()  # StoreLoad: tail before reading the waiter count (see module doc)
-    if waiters != 0 and _load_u32(waiters) != 0:
+    if waiters != 0 and _load_u64(waiters) != 0:
         _store_u32(hdr + _WAKE_SEQ, _load_u32(hdr + _WAKE_SEQ) + 1)
         return 1
     return 0

@@ -99,7 +99,10 @@ class DoorbellOffsets:
     """Byte offsets in a ``.wake`` doorbell file (a 4096-byte page, group-writable)."""
 
     MAGIC = 0
-    WAITERS = 64           # u32: readers currently parked (atomic add from each reader)
+    PARKED = 64            # u64 bitmap: bit i set while the reader in slot i is parked
+    SLOTS = 128            # SLOT_COUNT slots of SLOT_SIZE bytes: pid u32, pad, start_time u64
+    SLOT_SIZE = 16
+    SLOT_COUNT = 64
 
 
 class SegmentKind(IntEnum):

@@ -125,7 +125,7 @@ class Reader:
         self._ring = self._mem[HEADER_SIZE:HEADER_SIZE + self.capacity * self._size]
         self._wake_addr = seg.base + H.WAKE_SEQ
         self._generation = seg.get(H.GENERATION)
-        self._bell = Doorbell.open(self.name + ".wake") if self._wait_mode == "park" else None
+        self._bell = Doorbell.for_reader(self.name + ".wake") if self._wait_mode == "park" else None
         self._empty = np.empty(0, dtype)
 
     # -- reading ------------------------------------------------------------------------
@@ -202,7 +202,7 @@ class Reader:
                 break
         bell = self._bell
         while now < deadline:
-            wake_seq = hw[_WAKE_W] & 0xFFFFFFFF  # read before registering (see shm.wake)
+            wake_seq = hw[_WAKE_W] & 0xFFFFFFFF  # read before setting our parked bit
             if bell is not None:
                 bell.enter()
             try:

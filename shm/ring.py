@@ -134,13 +134,13 @@ class Writer:
         self.capacity = capacity
         self._seg, self._lock_fd = claim_segment(name, dtype, capacity, SegmentKind.RING,
                                                  dtype.itemsize, replace)
-        self._bell = Doorbell.create(name + ".wake")
+        self._bell = Doorbell.for_writer(name + ".wake")
         seg = self._seg
         self._hdr = seg.base
         self._ring = seg.base + HEADER_SIZE
         self._mask = capacity - 1
         self._words = dtype.itemsize // 8
-        self._waiters = self._bell.waiters_addr
+        self._waiters = self._bell.parked_addr
         self._wake_addr = seg.base + H.WAKE_SEQ
         stamp_offset = dtype.fields["ts_commit_ns"][1] if dtype.fields and \
             "ts_commit_ns" in dtype.fields else -1
@@ -148,6 +148,7 @@ class Writer:
         self._stage = np.zeros(1, dtype)
         self._stage_addr = int(self._stage.ctypes.data)
         self._wakes = 0
+        self._next_reap_ns = 0
         self.closed = False
 
     @property
@@ -190,8 +191,15 @@ class Writer:
         return self._seg.get(H.TAIL) - 1
 
     def heartbeat(self) -> None:
-        """Mark the writer alive; call from the control plane's idle tick (e.g. every 100 ms)."""
+        """Mark the writer alive and free dead readers' doorbell slots.
+
+        Call from the control plane's idle tick (e.g. every 100 ms), never from the hot path.
+        """
         self._seg.heartbeat()
+        now = time.monotonic_ns()
+        if now >= self._next_reap_ns:
+            self._next_reap_ns = now + 1_000_000_000
+            self._bell.reap()
 
     def close(self, unlink: bool = False) -> None:
         """Mark CLOSED, wake parked readers, release the segment; ``unlink`` removes the files."""

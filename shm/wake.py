@@ -1,11 +1,14 @@
 """Park and wake across unrelated local processes: a futex on the header plus a doorbell file.
 
 The ring's ``wake_seq`` word (in the read-only-mapped segment) is the futex word: FUTEX_WAIT only
-reads it, which the kernel allows on a read-only shared mapping. Readers cannot write the ring,
-so they announce themselves in a separate 4 KiB *doorbell* file (``<ring>.wake``, mode 0660) by
-atomically incrementing its waiter count; the writer issues FUTEX_WAKE only when that count is
-non-zero (see the ordering contract in :mod:`shm.atomics`). A reader that may not write the
-doorbell still works: it sleeps with the same futex and a short timeout, without being woken.
+reads it, which the kernel allows on a read-only shared mapping. Readers cannot write the ring, so
+they announce themselves in a separate 4 KiB *doorbell* file (``<ring>.wake``, mode 0660): each
+reader claims one of 64 slots (its pid and start time, by compare-and-swap) and sets its bit in
+the ``parked`` bitmap while it sleeps. The writer issues FUTEX_WAKE only when the bitmap is
+non-zero (see the ordering contract in :mod:`shm.atomics`), and its heartbeat clears the bits of
+readers that died while parked, so a ``kill -9``'d consumer cannot make every commit pay a
+syscall. A reader without a slot (no write access, or all 64 taken) still works: it sleeps on the
+same futex with a 1 ms timeout instead of being woken.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ import errno
 import os
 import platform
 
-from .atomics import fetch_add_u32
+from .atomics import compare_exchange_u32, fetch_and, fetch_or
 from .errors import ShmError
 from .layout import DOORBELL_MAGIC, PAGE_SIZE, DoorbellOffsets
-from .segment import SHM_DIR, Segment
+from .segment import SHM_DIR, Segment, process_start_time, writer_alive
 
 __all__ = ["Doorbell", "check_platform", "futex_wait", "futex_wake"]
 
@@ -28,6 +31,12 @@ _FUTEX_WAKE = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
+
+
+def _s64(value: int) -> int:
+    """The u64 bit pattern ``value`` as the int64 the numba kernels take."""
+    value &= (1 << 64) - 1
+    return value - (1 << 64) if value >> 63 else value
 
 
 class _Timespec(ctypes.Structure):
@@ -67,46 +76,88 @@ def futex_wake(addr: int, count: int = 0x7FFFFFFF) -> int:
 
 
 class Doorbell:
-    """The ``.wake`` companion of a ring: one u32 count of parked readers."""
+    """The ``.wake`` companion of a ring: reader slots and the parked bitmap."""
 
-    __slots__ = ("segment", "waiters_addr")
+    __slots__ = ("_bit", "_clear", "parked_addr", "segment", "slot")
 
     def __init__(self, segment: Segment):
         self.segment = segment
-        self.waiters_addr = segment.base + DoorbellOffsets.WAITERS
+        self.parked_addr = segment.base + DoorbellOffsets.PARKED
+        self.slot = -1
+        self._bit = self._clear = 0
 
+    # -- writer side ----------------------------------------------------------------------
     @classmethod
-    def create(cls, name: str) -> Doorbell:
-        """Create (or replace) the doorbell ``name``, writable by the segment's group."""
+    def for_writer(cls, name: str) -> Doorbell:
+        """Reuse the doorbell ``name`` (readers parked across a writer restart stay wakeable)
+        or create it, writable by the segment's group; then clear dead readers' slots."""
         try:
-            os.unlink(os.path.join(SHM_DIR, name))
-        except FileNotFoundError:
-            pass
-        seg = Segment.create(name, PAGE_SIZE, mode=0o660)
-        seg.set(DoorbellOffsets.MAGIC, DOORBELL_MAGIC)
-        return cls(seg)
+            bell = cls(Segment.open(name, writable=True, magic=DOORBELL_MAGIC))
+        except (OSError, ShmError):
+            try:
+                os.unlink(os.path.join(SHM_DIR, name))
+            except FileNotFoundError:
+                pass
+            seg = Segment.create(name, PAGE_SIZE, mode=0o660)
+            seg.set(DoorbellOffsets.MAGIC, DOORBELL_MAGIC)
+            bell = cls(seg)
+        bell.reap()
+        return bell
 
+    def reap(self) -> int:
+        """Free the slots (and parked bits) of readers that died; returns how many were freed."""
+        freed = 0
+        for slot in range(DoorbellOffsets.SLOT_COUNT):
+            off = DoorbellOffsets.SLOTS + slot * DoorbellOffsets.SLOT_SIZE
+            pid = self.segment.get(off) & 0xFFFFFFFF
+            if pid == 0:
+                continue
+            start = self.segment.get(off + 8)
+            # start 0: the reader is between claiming the slot and writing its start time
+            alive = writer_alive(pid, start) if start else process_start_time(pid) != 0
+            if not alive:
+                fetch_and(self.parked_addr, _s64(~(1 << slot)))
+                self.segment.set(off + 8, 0)
+                compare_exchange_u32(self.segment.base + off, pid, 0)
+                freed += 1
+        return freed
+
+    # -- reader side ----------------------------------------------------------------------
     @classmethod
-    def open(cls, name: str) -> Doorbell | None:
-        """Open the doorbell for parking, or ``None`` if it is missing or not writable to us."""
+    def for_reader(cls, name: str) -> Doorbell | None:
+        """Open the doorbell and claim a slot, or ``None`` if missing, read-only to us, or full."""
         try:
-            return cls(Segment.open(name, writable=True, magic=DOORBELL_MAGIC))
+            bell = cls(Segment.open(name, writable=True, magic=DOORBELL_MAGIC))
         except (OSError, ShmError):
             return None
-
-    def waiters(self) -> int:
-        """Number of readers parked right now."""
-        return int(self.segment.words[DoorbellOffsets.WAITERS >> 3]) & 0xFFFFFFFF
+        pid = os.getpid()
+        for slot in range(DoorbellOffsets.SLOT_COUNT):
+            off = DoorbellOffsets.SLOTS + slot * DoorbellOffsets.SLOT_SIZE
+            if compare_exchange_u32(bell.segment.base + off, 0, pid) == 0:
+                bell.segment.set(off + 8, process_start_time(pid))
+                bell.slot, bell._bit, bell._clear = slot, _s64(1 << slot), _s64(~(1 << slot))
+                return bell
+        bell.segment.close()
+        return None
 
     def enter(self) -> None:
-        """Register as a parked reader (seq_cst atomic add: also a full fence)."""
-        fetch_add_u32(self.waiters_addr, 1)
+        """Mark this reader parked (seq_cst atomic OR: also the full fence the protocol needs)."""
+        fetch_or(self.parked_addr, self._bit)
 
     def leave(self) -> None:
-        """Unregister after waking."""
-        fetch_add_u32(self.waiters_addr, -1)
+        """Mark this reader awake."""
+        fetch_and(self.parked_addr, self._clear)
+
+    def parked(self) -> int:
+        """The parked bitmap (non-zero while any reader sleeps)."""
+        return self.segment.get(DoorbellOffsets.PARKED)
 
     def close(self) -> None:
-        """Unmap the doorbell."""
+        """Give the slot back (reader) and unmap."""
+        if self.slot >= 0:
+            self.leave()
+            off = DoorbellOffsets.SLOTS + self.slot * DoorbellOffsets.SLOT_SIZE
+            self.segment.set(off + 8, 0)
+            compare_exchange_u32(self.segment.base + off, os.getpid(), 0)
+            self.slot = -1
         self.segment.close()
-

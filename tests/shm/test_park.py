@@ -15,17 +15,17 @@ from shm.layout import DoorbellOffsets
 from shm.segment import Segment
 
 
-def _waiters(name: str) -> int:
+def _parked(name: str) -> int:
     bell = Segment.open(name + ".wake", writable=False, magic=shm.layout.DOORBELL_MAGIC)
     try:
-        return int(bell.words[DoorbellOffsets.WAITERS >> 3]) & 0xFFFFFFFF
+        return bell.get(DoorbellOffsets.PARKED)
     finally:
         bell.close()
 
 
 def _wait_parked(name: str, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
-    while _waiters(name) == 0:
+    while _parked(name) == 0:
         assert time.monotonic() < deadline, "reader never parked"
         time.sleep(0.01)
 
@@ -71,3 +71,37 @@ def test_writer_does_not_wake_when_nobody_is_parked(instance: str) -> None:
         w.commit_batch(payload(np.arange(10)))
         assert seg.get(shm.layout.H.WAKES) == 0
         seg.close()
+
+
+def test_reader_killed_while_parked_stops_costing_wakeups(instance: str) -> None:
+    name = shm.segment_name(instance, "bybit", "bbo")
+    with shm.Writer(name, shm.TRADE, 64) as w:
+        proc = spawn("idle_reader", name, 20_000)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        _wait_parked(name)
+        proc.kill()
+        proc.wait(timeout=10)
+        assert _parked(name) != 0  # its bit is stuck: every commit would pay a FUTEX_WAKE
+        seg = Segment.open(name)
+        w.commit(payload(np.array([0]))[0])
+        assert seg.get(shm.layout.H.WAKES) == 1
+        w.heartbeat()  # the control-plane tick reaps dead readers' slots
+        assert _parked(name) == 0
+        w.commit_batch(payload(np.arange(1, 5)))
+        assert seg.get(shm.layout.H.WAKES) == 1
+        seg.close()
+
+
+def test_doorbell_slots_are_returned_on_close(instance: str) -> None:
+    name = shm.segment_name(instance, "okx", "depth")
+    with shm.Writer(name, shm.TRADE, 8):
+        readers = [shm.Reader(name) for _ in range(70)]  # more readers than the 64 slots
+        assert sum(r._bell is not None for r in readers) == DoorbellOffsets.SLOT_COUNT
+        assert readers[-1].poll(timeout_s=0.01).size == 0  # slotless: still waits, times out
+        for r in readers:
+            r.close()
+        again = [shm.Reader(name) for _ in range(DoorbellOffsets.SLOT_COUNT)]
+        assert all(r._bell is not None for r in again)
+        for r in again:
+            r.close()
