@@ -7,13 +7,15 @@ progress goes to stderr. Cases:
 * ``env``: CPU model, core count, kernel, Python/numpy/numba versions, CPUs used, 1-min load.
 * ``commit_single``: ``Writer.commit`` of one ``np.void`` record in a tight loop, no reader.
 * ``commit_batch_<B>``: ``Writer.commit_batch`` of B-record arrays (B = 16, 64, 256), no reader.
-* ``handoff_spin`` / ``handoff_park``: this process writes, a reader in a ``spawn``-ed child
-  process polls with ``wait="spin"`` / ``wait="park"`` (default ``spin_us``). The writer commits
+* ``handoff_spin`` / ``handoff_park`` (and ``_into``): this process writes, a reader in a
+  ``spawn``-ed child reads with ``poll()`` (a fresh array per call) or ``poll_into()`` (one reused
+  buffer), waiting with ``wait="spin"`` / ``wait="park"`` (default ``spin_us``). The writer commits
   one record at a time at a paced rate: it busy-waits on ``perf_counter_ns`` to each send time
   (park: it first sleeps most of the interval, so the reader has parked before each record).
   Latency is ``perf_counter_ns()`` taken right after ``poll()`` returns minus the record's
-  ``ts_commit_ns`` (CLOCK_MONOTONIC, system-wide); it therefore includes the commit itself
-  after the stamp, the wake-up and the copy out of the ring. The first 10% are warm-up.
+  ``ts_commit_ns`` (CLOCK_MONOTONIC, system-wide, stamped inside the commit just before the
+  record becomes visible); it therefore covers the cross-core hand-off, the wake-up and the copy
+  out of the ring into a validated array. The first 10% are warm-up.
   ``reader_cpu`` is the reader's CPU time (psutil) over its wall time while waiting/reading.
 * ``jitter``: a child pinned to the reader's CPU busy-reads ``perf_counter_ns`` and records
   gaps > 1 µs: the machine's own noise floor, to read next to the hand-off tails.
@@ -148,11 +150,14 @@ def _child(fn: Callable[..., dict], results: Any, ready: Any, cpu: int | None,
         ready.set()
 
 
-def _reader_child(ready: Any, name: str, wait: str, count: int) -> dict:
-    """Poll ``count`` records (or until the writer closes); latency of each in ns."""
+def _reader_child(ready: Any, name: str, wait: str, count: int, api: str) -> dict:
+    """Read ``count`` records (or until the writer closes) with ``poll`` or ``poll_into``;
+    latency of each in ns."""
     me = psutil.Process()
     reader = shm.Reader(name, start="oldest", wait=wait)  # type: ignore[arg-type]
     lat = np.empty(count, np.int64)
+    buf = np.zeros(256, shm.TRADE)
+    into = api == "poll_into"
     k = 0
     try:
         reader.poll()
@@ -161,10 +166,15 @@ def _reader_child(ready: Any, name: str, wait: str, count: int) -> dict:
         cpu0, t0 = sum(me.cpu_times()[:2]), time.perf_counter_ns()
         while k < count:
             try:
-                recs = reader.poll(0.5)
+                if into:
+                    n = reader.poll_into(buf, 0.5)
+                    now = time.perf_counter_ns()
+                    recs = buf[:n]
+                else:
+                    recs = reader.poll(0.5)
+                    now = time.perf_counter_ns()
             except shm.WriterGone:
                 break
-            now = time.perf_counter_ns()
             m = min(len(recs), count - k)
             if m:
                 lat[k:k + m] = now - recs["ts_commit_ns"][:m]
@@ -231,7 +241,7 @@ def _percentiles(lat_ns: np.ndarray) -> dict[str, float]:
 
 
 # -- latency cases ---------------------------------------------------------------------------
-def handoff_once(name: str, wait: str, rate: float, duration: float,
+def handoff_once(name: str, wait: str, api: str, rate: float, duration: float,
                  cpus: tuple[int | None, int | None]) -> dict[str, tuple[float, str]]:
     """One paced writer→reader run; returns {metric: (value, unit)}."""
     count = max(100, int(rate * duration))
@@ -240,7 +250,8 @@ def handoff_once(name: str, wait: str, rate: float, duration: float,
     rec = np.zeros(1, shm.TRADE)[0]
     writer = shm.Writer(name, shm.TRADE, CAPACITY)
     try:
-        proc, results = _start(_reader_child, cpus[1], name=name, wait=wait, count=count)
+        proc, results = _start(_reader_child, cpus[1], name=name, wait=wait, count=count,
+                               api=api)
         clock = time.perf_counter_ns
         gc.disable()
         send = clock() + 10e6  # ns: let the reader settle into its wait
@@ -316,12 +327,14 @@ def main(argv: list[str] | None = None) -> int:
         _pin(cpus[0])
         bench_commit(emit, name, duration)
         for wait, rate in (("spin", args.spin_rate), ("park", args.park_rate)):
-            case = f"handoff_{wait}"
-            results = []
-            for i in range(runs):
-                _log(f"{case} run {i + 1}/{runs}")
-                results.append(handoff_once(name, wait, rate, duration, cpus))
-            report_runs(emit, case, results, rate=rate, writer_cpu=cpus[0], reader_cpu=cpus[1])
+            for api in ("poll", "poll_into"):
+                case = f"handoff_{wait}" + ("_into" if api == "poll_into" else "")
+                results = []
+                for i in range(runs):
+                    _log(f"{case} run {i + 1}/{runs}")
+                    results.append(handoff_once(name, wait, api, rate, duration, cpus))
+                report_runs(emit, case, results, rate=rate, api=api, writer_cpu=cpus[0],
+                            reader_cpu=cpus[1])
         results = []
         for i in range(runs):
             _log(f"jitter run {i + 1}/{runs}")

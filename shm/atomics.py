@@ -11,7 +11,8 @@ Ordering contract (see DESIGN.md section 4), written here because the code relie
   -> seq_cst fence -> load the doorbell's parked-readers bitmap. The seq_cst fence is the
   StoreLoad barrier that makes "store tail, then look for parked readers" race-free against a
   reader that does "set my parked bit (seq_cst RMW), then re-check tail".
-* Reader (plain Python, :mod:`shm.reader`): load tail -> copy slots -> load ``tail_intent``.
+* Reader (:func:`copy_kernel`, or plain Python in ``Reader.poll``): load tail -> copy slots ->
+  (acquire fence) -> load ``tail_intent``.
   Every copied record with ``seq < tail_intent - capacity`` may have been overwritten mid-copy
   and is dropped. x86-64 keeps loads in order, and each step is a separate opaque C call in
   CPython, so neither the compiler nor the CPU moves the ``tail_intent`` load before the copy.
@@ -22,13 +23,18 @@ The bus is declared x86-64 only (TSO); the fences also make the compiler keep pr
 from __future__ import annotations
 
 import numba as nb
+import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .layout import H
 
-__all__ = ["commit_kernel", "compare_exchange_u32", "fence", "fetch_and", "fetch_or"]
+__all__ = [
+    "address_of", "commit_kernel", "compare_exchange_u32", "copy_kernel", "fence", "fetch_and",
+    "fetch_or",
+]
 
 _TAIL_INTENT = H.TAIL_INTENT
 _TAIL = H.TAIL
@@ -106,6 +112,26 @@ def _fence_intrinsic(ordering: str):
 
 _fence_seq_cst = _fence_intrinsic("seq_cst")
 _fence_release = _fence_intrinsic("release")
+_fence_acquire = _fence_intrinsic("acquire")
+
+
+@intrinsic
+def _monotonic_ns(typingctx):
+    """CLOCK_MONOTONIC in ns, the clock of ``time.perf_counter_ns()`` (vDSO call, ~27 ns).
+
+    Declared as an external symbol, not a ctypes pointer, so the kernels stay cacheable.
+    """
+    def codegen(context, builder, sig, args):
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        ts_type = ir.LiteralStructType([i64, i64])
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(i32, [i32, ts_type.as_pointer()]), "clock_gettime")
+        ts = cgutils.alloca_once(builder, ts_type)
+        builder.call(fn, [ir.Constant(i32, 1), ts])  # 1 = CLOCK_MONOTONIC
+        sec = builder.load(cgutils.gep_inbounds(builder, ts, 0, 0))
+        nsec = builder.load(cgutils.gep_inbounds(builder, ts, 0, 1))
+        return builder.add(builder.mul(sec, ir.Constant(i64, 1_000_000_000)), nsec)
+    return types.int64(), codegen
 
 
 @intrinsic
@@ -113,6 +139,12 @@ def _u64_ptr(typingctx, addr):
     def codegen(context, builder, sig, args):
         return _ptr(builder, args[0], 64)
     return types.CPointer(types.uint64)(types.int64), codegen
+
+
+@nb.njit(cache=True)
+def address_of(array: np.ndarray) -> int:
+    """Data address of an array: ~0.4 µs against ~1.4 µs for ``array.ctypes.data``."""
+    return array.ctypes.data
 
 
 @nb.njit(nb.void(), cache=True)
@@ -140,14 +172,15 @@ def compare_exchange_u32(addr: int, expected: int, new: int) -> int:
 
 
 @nb.njit(nb.int64(nb.int64, nb.int64, nb.int64, nb.int64, nb.int64, nb.int64, nb.int64,
-                  nb.int64, nb.int64), cache=True)
+                  nb.int64), cache=True)
 def commit_kernel(hdr: int, ring: int, mask: int, words: int, src: int, count: int,
-                  stamp_word: int, stamp: int, waiters: int) -> int:
+                  stamp_word: int, waiters: int) -> int:
     """Publish ``count`` records of ``words`` u64 words from ``src`` into the ring at ``ring``.
 
-    Writes each record's ``seq`` (word 0) and, if ``stamp_word >= 0``, the commit stamp.
-    ``waiters`` is the address of the doorbell's parked bitmap (u64). Returns 1 if a reader is
-    parked (the caller then issues FUTEX_WAKE; ``wake_seq`` is already bumped).
+    Writes each record's ``seq`` (word 0) and, if ``stamp_word >= 0``, the commit stamp
+    (CLOCK_MONOTONIC read just before the records become visible). ``waiters`` is the address of
+    the doorbell's parked bitmap (u64). Returns ``new_tail << 1 | wake``: ``wake`` is 1 if a
+    reader is parked (the caller then issues FUTEX_WAKE; ``wake_seq`` is already bumped).
     The caller guarantees ``count <= capacity`` and that only one writer exists.
     """
     slots = nb.carray(_u64_ptr(ring), (mask + 1, words))
@@ -155,6 +188,7 @@ def commit_kernel(hdr: int, ring: int, mask: int, words: int, src: int, count: i
     start = _load_u64(hdr + _TAIL)
     _store_u64(hdr + _TAIL_INTENT, start + count)
     _fence_release()  # tail_intent is visible before any slot is overwritten
+    stamp = _monotonic_ns()
     for i in range(count):
         seq = start + i
         slot = slots[seq & mask]
@@ -166,6 +200,32 @@ def commit_kernel(hdr: int, ring: int, mask: int, words: int, src: int, count: i
     _fence_seq_cst()  # StoreLoad: tail before reading the waiter count (see module doc)
     if waiters != 0 and _load_u64(waiters) != 0:
         _store_u32(hdr + _WAKE_SEQ, _load_u32(hdr + _WAKE_SEQ) + 1)
-        return 1
-    return 0
+        return (start + count) << 1 | 1
+    return (start + count) << 1
+
+
+@nb.njit(nb.int64(nb.int64, nb.int64, nb.int64, nb.int64, nb.int64, nb.int64, nb.int64),
+         cache=True)
+def copy_kernel(hdr: int, ring: int, mask: int, words: int, start: int, count: int,
+                dst: int) -> int:
+    """Copy records ``[start, start+count)`` to ``dst`` and validate them (copy-then-validate).
+
+    Returns ``first_valid << 32 | end_valid``: copied rows ``[first_valid, end_valid)`` are
+    intact. Rows before ``first_valid`` may have been overwritten during the copy (the reader
+    was lapped); the row at ``end_valid`` (if ``< count``) failed the ``seq`` check.
+    """
+    slots = nb.carray(_u64_ptr(ring), (mask + 1, words))
+    out = nb.carray(_u64_ptr(dst), (count, words))
+    first = start & mask
+    n1 = min(count, mask + 1 - first)
+    out[:n1] = slots[first:first + n1]
+    if count > n1:
+        out[n1:] = slots[:count - n1]
+    _fence_acquire()  # the copy's loads complete before tail_intent is read
+    intent = _load_u64(hdr + _TAIL_INTENT)
+    first_valid = max(0, min(count, intent - (mask + 1) - start))
+    end_valid = first_valid
+    while end_valid < count and out[end_valid, 0] == start + end_valid:
+        end_valid += 1
+    return (first_valid << 32) | end_valid
 

@@ -9,6 +9,7 @@ from typing import Literal
 import msgspec
 import numpy as np
 
+from .atomics import copy_kernel
 from .errors import LayoutMismatch, SegmentNotFound, ShmError, WriterGone
 from .latest import LatestReader
 from .layout import HEADER_SIZE, H, SegmentKind, SegmentState, dtype_from_description, dtype_hash
@@ -78,6 +79,9 @@ class Reader:
         self._want_dtype = dtype
         self._stale_ns = int(stale_after_ms * 1e6)
         self._latest: LatestReader | None = None
+        self._into: np.ndarray | None = None
+        self._into_addr = 0
+        self._count = 0
         self._delivered = self._lapped = self._lost = self._invalid = 0
         self._discontinuities = self._parks = 0
         self._writer_stale = False
@@ -123,6 +127,8 @@ class Reader:
         self._mem = seg.memory()
         self._hw = self._mem[:HEADER_SIZE].cast("Q")
         self._ring = self._mem[HEADER_SIZE:HEADER_SIZE + self.capacity * self._size]
+        self._ring_addr = seg.base + HEADER_SIZE
+        self._words = self._size // 8
         self._wake_addr = seg.base + H.WAKE_SEQ
         self._generation = seg.get(H.GENERATION)
         self._bell = Doorbell.for_reader(self.name + ".wake") if self._wait_mode == "park" else None
@@ -131,24 +137,10 @@ class Reader:
     # -- reading ------------------------------------------------------------------------
     def poll(self, timeout_s: float = 0.0) -> np.ndarray:
         """New records since the last call (a private copy), waiting up to ``timeout_s``."""
-        hw = self._hw
-        tail = hw[_TAIL_W]
-        if tail == self._next:
-            if timeout_s <= 0 or not self.wait(timeout_s):
-                self._idle_check()
-                return self._empty
-            tail = hw[_TAIL_W]
-        if hw[_GEN_W] != self._generation:
-            self._generation = hw[_GEN_W]
-            self._discontinuities += 1
-        self._tail = tail
-        start = self._next
-        if tail - start > self.capacity:
-            jump = tail - self.capacity + min(self._margin, self.capacity - 1)
-            self._lapped += 1
-            self._lost += jump - start
-            start = jump
-        count = min(tail - start, self._max_batch)
+        start = self._pending(timeout_s, self._max_batch)
+        count = self._count
+        if not count:
+            return self._empty
         size = self._size
         first = (start & self._mask) * size
         end = first + count * size
@@ -160,33 +152,83 @@ class Reader:
             buf += ring[:end - len(ring)]
         # After the copy: a slot whose seq is below tail_intent - capacity may have been
         # overwritten while we copied it (loads stay in order on x86-64; see shm.atomics).
-        valid_from = hw[_INTENT_W] - self.capacity
-        skip = min(count, max(0, valid_from - start))
+        skip = self._hw[_INTENT_W] - self.capacity - start
+        skip = 0 if skip < 0 else count if skip > count else skip
+        if count - skip <= 8:
+            good = skip
+            while good < count and _SEQ.unpack_from(buf, good * size)[0] == start + good:
+                good += 1
+        else:
+            seqs = np.frombuffer(buf, np.uint64)[skip * size // 8::size // 8]
+            bad = np.flatnonzero(seqs != np.arange(start + skip, start + count, dtype=np.uint64))
+            good = skip + int(bad[0]) if len(bad) else count
+        if self._account(start, count, skip, good) <= 0:
+            return self._empty
+        out = np.frombuffer(buf, self.dtype)
+        return out if good - skip == count else out[skip:good]
+
+    def poll_into(self, out: np.ndarray, timeout_s: float = 0.0) -> int:
+        """Copy new records into ``out[:n]`` without allocating; returns ``n``.
+
+        The hot-path form of :meth:`poll` for a consumer that reuses one buffer (a contiguous,
+        writable 1-d array of this ring's dtype): one numba call copies and validates.
+        """
+        if out is not self._into:
+            if out.dtype != self.dtype or out.ndim != 1 or not out.flags.c_contiguous \
+                    or not out.flags.writeable or len(out) == 0:
+                raise LayoutMismatch(f"segment {self.name}: poll_into needs a writable, "
+                                     f"contiguous, non-empty 1-d array of {self.dtype}")
+            self._into, self._into_addr = out, int(out.ctypes.data)
+        start = self._pending(timeout_s, len(out) if len(out) < self._max_batch
+                              else self._max_batch)
+        count = self._count
+        if not count:
+            return 0
+        packed = copy_kernel(self._seg.base, self._ring_addr, self._mask, self._words, start,
+                             count, self._into_addr)
+        skip, good = packed >> 32, packed & 0xFFFFFFFF
+        n = self._account(start, count, skip, good)
+        if skip and n > 0:
+            out[:n] = out[skip:good].copy()
+        return n if n > 0 else 0
+
+    def _pending(self, timeout_s: float, limit: int) -> int:
+        """Wait if asked, handle laps and restarts; sets ``_count``, returns the first seq."""
+        hw = self._hw
+        tail = hw[_TAIL_W]
+        start = self._next
+        if tail == start:
+            if timeout_s <= 0 or not self.wait(timeout_s):
+                self._count = 0
+                self._idle_check()
+                return start
+            tail = hw[_TAIL_W]
+        if hw[_GEN_W] != self._generation:
+            self._generation = hw[_GEN_W]
+            self._discontinuities += 1
+        self._tail = tail
+        if tail - start > self.capacity:
+            jump = tail - self.capacity + min(self._margin, self.capacity - 1)
+            self._lapped += 1
+            self._lost += jump - start
+            start = jump
+        count = tail - start
+        self._count = count if count < limit else limit
+        return start
+
+    def _account(self, start: int, count: int, skip: int, good: int) -> int:
+        """Update counters after a validated copy; returns the number of records delivered."""
         if skip:
             self._lapped += 1
             self._lost += skip
-        good = self._check_seqs(buf, start, skip, count)
-        self._next = start + good + (good < count)  # skip one record that failed the check
-        if good < count:
+        if good < count:  # a record failed the seq check: drop it, never deliver it
             self._invalid += 1
-        n = good - skip
-        self._delivered += n
-        if n <= 0:
-            return self._empty
-        out = np.frombuffer(buf, self.dtype)
-        return out if n == count else out[skip:good]
-
-    def _check_seqs(self, buf: bytearray, start: int, skip: int, count: int) -> int:
-        """Index of the first record (from ``skip``) whose seq is not start+index, or ``count``."""
-        size = self._size
-        if count - skip <= 8:
-            for i in range(skip, count):
-                if _SEQ.unpack_from(buf, i * size)[0] != start + i:
-                    return i
-            return count
-        seqs = np.frombuffer(buf, np.uint64)[skip * size // 8::size // 8]
-        bad = np.flatnonzero(seqs != np.arange(start + skip, start + count, dtype=np.uint64))
-        return skip + int(bad[0]) if len(bad) else count
+            good_next = start + good + 1
+        else:
+            good_next = start + count
+        self._next = good_next
+        self._delivered += good - skip
+        return good - skip
 
     def wait(self, timeout_s: float) -> bool:
         """Block until a record is available or ``timeout_s`` passes; True if one is available."""

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from .atomics import commit_kernel
+from .atomics import address_of, commit_kernel
 from .errors import LayoutMismatch, SegmentNotFound, WriterBusy
 from .layout import (
     HEADER_SIZE,
@@ -117,7 +117,8 @@ class Writer:
     or takes over a segment whose writer is gone (same geometry; the generation is bumped and
     the sequence continues). ``replace=True`` recreates a segment whose layout differs.
     Records must be a structured dtype whose first field is ``seq`` (u8); ``commit`` overwrites
-    ``seq`` and, when the dtype has it, ``ts_commit_ns`` (``time.perf_counter_ns()``).
+    ``seq`` and, when the dtype has it, ``ts_commit_ns`` (CLOCK_MONOTONIC, the clock of
+    ``time.perf_counter_ns()``, read inside the commit just before the records become visible).
     The writer never blocks on readers; a reader that falls ``capacity`` records behind is lapped.
     """
 
@@ -134,7 +135,13 @@ class Writer:
         self.capacity = capacity
         self._seg, self._lock_fd = claim_segment(name, dtype, capacity, SegmentKind.RING,
                                                  dtype.itemsize, replace)
-        self._bell = Doorbell.for_writer(name + ".wake")
+        try:
+            self._bell = Doorbell.for_writer(name + ".wake")
+        except BaseException:
+            self._seg.set(H.STATE, SegmentState.CLOSED)
+            self._seg.close()
+            os.close(self._lock_fd)
+            raise
         seg = self._seg
         self._hdr = seg.base
         self._ring = seg.base + HEADER_SIZE
@@ -163,12 +170,16 @@ class Writer:
 
     def commit(self, record: object) -> int:
         """Commit one record (a ``np.void`` of this dtype or a field tuple); returns its seq."""
-        self._stage[0] = record
+        try:
+            self._stage[0] = record
+        except (TypeError, ValueError) as exc:
+            raise LayoutMismatch(f"segment {self.name}: record does not fit {self.dtype}: "
+                                 f"{exc}") from None
         return self._publish(self._stage_addr, 1)
 
     def commit_batch(self, records: np.ndarray) -> int:
         """Commit a 1-d array of records in order; returns the seq of the last one (−1 if empty)."""
-        if records.dtype != self.dtype:
+        if records.dtype is not self.dtype and records.dtype != self.dtype:
             raise LayoutMismatch(f"segment {self.name}: batch dtype differs from the ring's")
         count = len(records)
         if count == 0:
@@ -178,17 +189,18 @@ class Writer:
                              f"{self.capacity}")
         if not records.flags.c_contiguous:
             records = np.ascontiguousarray(records)
-        return self._publish(int(records.ctypes.data), count)
+        return self._publish(address_of(records), count)
 
     def _publish(self, src: int, count: int) -> int:
         if self.closed:
             raise ValueError(f"segment {self.name}: writer is closed")
-        if commit_kernel(self._hdr, self._ring, self._mask, self._words, src, count,
-                         self._stamp_word, time.perf_counter_ns(), self._waiters):
+        result = commit_kernel(self._hdr, self._ring, self._mask, self._words, src, count,
+                               self._stamp_word, self._waiters)
+        if result & 1:
             futex_wake(self._wake_addr)
             self._wakes += 1
             self._seg.set(H.WAKES, self._wakes)
-        return self._seg.get(H.TAIL) - 1
+        return (result >> 1) - 1
 
     def heartbeat(self) -> None:
         """Mark the writer alive and free dead readers' doorbell slots.
@@ -204,6 +216,12 @@ class Writer:
     def close(self, unlink: bool = False) -> None:
         """Mark CLOSED, wake parked readers, release the segment; ``unlink`` removes the files."""
         if self.closed:
+            if unlink:  # close() earlier (e.g. by a with-block), unlink now
+                for path in (self._seg.path, self._seg.path + ".wake"):
+                    try:
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        pass
             return
         self.closed = True
         seg = self._seg

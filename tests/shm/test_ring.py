@@ -127,3 +127,35 @@ def test_layout_change_needs_replace(name: str) -> None:
     w = shm.Writer(name, shm.BBO, 16, replace=True)
     assert w.generation == 2 and w.tail == 0
     w.close(unlink=True)
+
+
+def test_wrong_record_raises_layout_mismatch(name: str) -> None:
+    with shm.Writer(name, shm.TRADE, 8) as w:
+        with pytest.raises(shm.LayoutMismatch, match=name):
+            w.commit((1, 2, 3))
+        with pytest.raises(shm.LayoutMismatch, match=name):
+            w.commit(np.zeros(1, shm.BBO)[0])
+        assert w.tail == 0
+
+
+def test_unlink_after_close(name: str) -> None:
+    with shm.Writer(name, shm.TRADE, 8) as w:
+        w.commit_batch(payload(np.arange(2)))
+    w.close(unlink=True)  # the with-block already closed it
+    assert shm.list_segments(name.split(".")[1]) == []
+
+
+def test_poll_into_reuses_one_buffer(name: str) -> None:
+    buf = np.zeros(4, shm.TRADE)
+    with shm.Writer(name, shm.TRADE, 16) as w, shm.Reader(name, start="oldest") as r:
+        assert r.poll_into(buf) == 0
+        w.commit_batch(payload(np.arange(6)))
+        assert r.poll_into(buf) == 4 and buf["seq"].tolist() == [0, 1, 2, 3]
+        assert mismatches(buf) == 0
+        assert r.poll_into(buf) == 2 and buf["seq"][:2].tolist() == [4, 5]
+        for first in range(6, 46, 10):  # lapped: loss counted, newest records delivered
+            w.commit_batch(payload(np.arange(first, first + 10)))
+        n = r.poll_into(buf)
+        assert n == 4 and r.stats.lapped == 1 and mismatches(buf[:n]) == 0
+        with pytest.raises(shm.LayoutMismatch, match="poll_into"):
+            r.poll_into(np.zeros(4, shm.BBO))
