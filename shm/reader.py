@@ -9,7 +9,18 @@ from typing import Literal
 import msgspec
 import numpy as np
 
-from .atomics import copy_kernel
+from .atomics import (
+    ST_DELIVERED,
+    ST_DISCONTINUITIES,
+    ST_GENERATION,
+    ST_INVALID,
+    ST_LAPPED,
+    ST_LOST,
+    ST_NEXT,
+    ST_TAIL,
+    address_of,
+    read_kernel,
+)
 from .errors import LayoutMismatch, SegmentNotFound, ShmError, WriterGone
 from .latest import LatestReader
 from .layout import HEADER_SIZE, H, SegmentKind, SegmentState, dtype_from_description, dtype_hash
@@ -22,6 +33,7 @@ _TAIL_W = H.TAIL >> 3
 _INTENT_W = H.TAIL_INTENT >> 3
 _GEN_W = H.GENERATION >> 3
 _WAKE_W = H.WAKE_SEQ >> 3
+_STATE_W = H.STATE >> 3
 _SEQ = struct.Struct("<Q")
 _LIVENESS_INTERVAL_NS = 250_000_000
 
@@ -71,7 +83,7 @@ class Reader:
         if max_batch < 1:
             raise ValueError("max_batch must be ≥ 1")
         self.name = name
-        self._wait_mode = wait
+        self._spin_only = wait == "spin"
         self._spin_ns = int(spin_us * 1000)
         self._park_s = park_timeout_ms / 1000
         self._max_batch = max_batch
@@ -81,22 +93,25 @@ class Reader:
         self._latest: LatestReader | None = None
         self._into: np.ndarray | None = None
         self._into_addr = 0
-        self._count = 0
-        self._delivered = self._lapped = self._lost = self._invalid = 0
-        self._discontinuities = self._parks = 0
+        # Counters live in an int64 array that read_kernel updates (see shm.atomics ST_*).
+        self._state = np.zeros(8, np.int64)
+        self._st = self._state.data
+        self._state_addr = address_of(self._state)
+        self._parks = 0
         self._writer_stale = False
         self._last_check_ns = 0
         self._attach(Segment.open(name))
         tail = self._hw[_TAIL_W]
         if start == "latest":
-            self._next = tail
+            first = tail
         elif start == "oldest":
-            self._next = max(0, tail - self.capacity)
+            first = max(0, tail - self.capacity)
         elif isinstance(start, int) and start >= 0:
-            self._next = start
+            first = start
         else:
+            self.close()
             raise ValueError(f"start must be 'latest', 'oldest' or a seq ≥ 0, not {start!r}")
-        self._tail = tail
+        self._st[ST_NEXT], self._st[ST_TAIL] = first, tail
 
     @classmethod
     def attach(cls, exchange: str, stream: str, instance: str = "default",
@@ -126,143 +141,82 @@ class Reader:
         # memoryviews: indexing one costs ~60 ns against ~170 ns for a numpy scalar load
         self._mem = seg.memory()
         self._hw = self._mem[:HEADER_SIZE].cast("Q")
-        self._ring = self._mem[HEADER_SIZE:HEADER_SIZE + self.capacity * self._size]
         self._ring_addr = seg.base + HEADER_SIZE
         self._words = self._size // 8
         self._wake_addr = seg.base + H.WAKE_SEQ
-        self._generation = seg.get(H.GENERATION)
-        self._bell = Doorbell.for_reader(self.name + ".wake") if self._wait_mode == "park" else None
+        self._st[ST_GENERATION] = seg.get(H.GENERATION)
+        self._bell = None if self._spin_only else Doorbell.for_reader(self.name + ".wake")
         self._empty = np.empty(0, dtype)
+        self._stage = np.empty(self._max_batch, dtype)  # poll() copies out of here
+        self._stage_mem = self._stage.data.cast("B")
+        self._stage_addr = address_of(self._stage)
 
     # -- reading ------------------------------------------------------------------------
     def poll(self, timeout_s: float = 0.0) -> np.ndarray:
         """New records since the last call (a private copy), waiting up to ``timeout_s``."""
-        start = self._pending(timeout_s, self._max_batch)
-        count = self._count
-        if not count:
+        n = self._read(self._stage_addr, self._max_batch, timeout_s)
+        if n <= 0:
             return self._empty
-        size = self._size
-        first = (start & self._mask) * size
-        end = first + count * size
-        ring = self._ring
-        if end <= len(ring):
-            buf = bytearray(ring[first:end])
-        else:
-            buf = bytearray(ring[first:])
-            buf += ring[:end - len(ring)]
-        # After the copy: a slot whose seq is below tail_intent - capacity may have been
-        # overwritten while we copied it (loads stay in order on x86-64; see shm.atomics).
-        skip = self._hw[_INTENT_W] - self.capacity - start
-        skip = 0 if skip < 0 else count if skip > count else skip
-        if count - skip <= 8:
-            good = skip
-            while good < count and _SEQ.unpack_from(buf, good * size)[0] == start + good:
-                good += 1
-        else:
-            seqs = np.frombuffer(buf, np.uint64)[skip * size // 8::size // 8]
-            bad = np.flatnonzero(seqs != np.arange(start + skip, start + count, dtype=np.uint64))
-            good = skip + int(bad[0]) if len(bad) else count
-        if self._account(start, count, skip, good) <= 0:
-            return self._empty
-        out = np.frombuffer(buf, self.dtype)
-        return out if good - skip == count else out[skip:good]
+        return np.frombuffer(bytearray(self._stage_mem[:n * self._size]), self.dtype)
 
     def poll_into(self, out: np.ndarray, timeout_s: float = 0.0) -> int:
         """Copy new records into ``out[:n]`` without allocating; returns ``n``.
 
         The hot-path form of :meth:`poll` for a consumer that reuses one buffer (a contiguous,
-        writable 1-d array of this ring's dtype): one numba call copies and validates.
+        writable 1-d array of this ring's dtype).
         """
         if out is not self._into:
             if out.dtype != self.dtype or out.ndim != 1 or not out.flags.c_contiguous \
                     or not out.flags.writeable or len(out) == 0:
                 raise LayoutMismatch(f"segment {self.name}: poll_into needs a writable, "
                                      f"contiguous, non-empty 1-d array of {self.dtype}")
-            self._into, self._into_addr = out, int(out.ctypes.data)
-        start = self._pending(timeout_s, len(out) if len(out) < self._max_batch
-                              else self._max_batch)
-        count = self._count
-        if not count:
-            return 0
-        packed = copy_kernel(self._seg.base, self._ring_addr, self._mask, self._words, start,
-                             count, self._into_addr)
-        skip, good = packed >> 32, packed & 0xFFFFFFFF
-        n = self._account(start, count, skip, good)
-        if skip and n > 0:
-            out[:n] = out[skip:good].copy()
+            self._into, self._into_addr = out, address_of(out)
+        n = self._read(self._into_addr, min(len(out), self._max_batch), timeout_s)
         return n if n > 0 else 0
 
-    def _pending(self, timeout_s: float, limit: int) -> int:
-        """Wait if asked, handle laps and restarts; sets ``_count``, returns the first seq."""
-        hw = self._hw
-        tail = hw[_TAIL_W]
-        start = self._next
-        if tail == start:
-            if timeout_s <= 0 or not self.wait(timeout_s):
-                self._count = 0
-                self._idle_check()
-                return start
-            tail = hw[_TAIL_W]
-        if hw[_GEN_W] != self._generation:
-            self._generation = hw[_GEN_W]
-            self._discontinuities += 1
-        self._tail = tail
-        if tail - start > self.capacity:
-            jump = tail - self.capacity + min(self._margin, self.capacity - 1)
-            self._lapped += 1
-            self._lost += jump - start
-            start = jump
-        count = tail - start
-        self._count = count if count < limit else limit
-        return start
-
-    def _account(self, start: int, count: int, skip: int, good: int) -> int:
-        """Update counters after a validated copy; returns the number of records delivered."""
-        if skip:
-            self._lapped += 1
-            self._lost += skip
-        if good < count:  # a record failed the seq check: drop it, never deliver it
-            self._invalid += 1
-            good_next = start + good + 1
+    def _read(self, dst: int, limit: int, timeout_s: float) -> int:
+        """Spin, park and copy; returns the number of records now at ``dst`` (0 if none)."""
+        args = (self._seg.base, self._ring_addr, self._mask, self._words, limit, dst)
+        if timeout_s <= 0:
+            got = read_kernel(*args, 0, self._margin, self._state_addr)
         else:
-            good_next = start + count
-        self._next = good_next
-        self._delivered += good - skip
-        return good - skip
-
-    def wait(self, timeout_s: float) -> bool:
-        """Block until a record is available or ``timeout_s`` passes; True if one is available."""
-        hw = self._hw
-        now = time.perf_counter_ns()
-        deadline = now + int(timeout_s * 1e9)
-        spin_until = deadline if self._wait_mode == "spin" else min(deadline, now + self._spin_ns)
-        while True:
-            if hw[_TAIL_W] != self._next:
-                return True
             now = time.perf_counter_ns()
-            if now >= spin_until:
-                break
-        bell = self._bell
-        while now < deadline:
-            wake_seq = hw[_WAKE_W] & 0xFFFFFFFF  # read before setting our parked bit
-            if bell is not None:
-                bell.enter()
-            try:
-                if hw[_TAIL_W] != self._next:
-                    return True
-                if hw[H.STATE >> 3] == SegmentState.CLOSED:
-                    return False
-                self._parks += 1
-                futex_wait(self._wake_addr, wake_seq,
-                           min(self._park_s, (deadline - now) / 1e9) if bell else 0.001)
-            finally:
-                if bell is not None:
-                    bell.leave()
-            if hw[_TAIL_W] != self._next:
-                return True
+            deadline = now + int(timeout_s * 1e9)
+            spin_until = deadline if self._spin_only else min(deadline, now + self._spin_ns)
+            while True:
+                # spin inside the kernel, ≤ 1 ms per call so that Python can handle signals
+                until = min(spin_until, now + 1_000_000) if now < spin_until else 0
+                got = read_kernel(*args, until, self._margin, self._state_addr)
+                if got >= 0:
+                    return got
+                now = time.perf_counter_ns()
+                if now >= deadline:
+                    break
+                if now >= spin_until:
+                    self._park(deadline - now)
+                    now = time.perf_counter_ns()
+        if got < 0:
             self._idle_check()
-            now = time.perf_counter_ns()
-        return False
+            return 0
+        return got
+
+    def _park(self, remaining_ns: int) -> None:
+        """Sleep on the ring's futex until the writer commits, for at most the park timeout."""
+        hw, bell = self._hw, self._bell
+        wake_seq = hw[_WAKE_W] & 0xFFFFFFFF  # read before setting our parked bit (shm.wake)
+        if bell is not None:
+            bell.enter()
+        try:
+            if hw[_TAIL_W] != self._st[ST_NEXT] or hw[_STATE_W] == SegmentState.CLOSED:
+                return
+            self._parks += 1
+            timeout = min(self._park_s, remaining_ns / 1e9) if bell else 0.001
+            futex_wait(self._wake_addr, wake_seq, timeout)
+        finally:
+            if bell is not None:
+                bell.leave()
+        if hw[_TAIL_W] == self._st[ST_NEXT]:
+            self._idle_check()
 
     # -- writer liveness ----------------------------------------------------------------
     def _idle_check(self) -> None:
@@ -278,7 +232,7 @@ class Reader:
             return
         if seg.path_inode() not in (0, seg.inode) and self._reopen():
             return
-        if self._hw[_TAIL_W] == self._next:
+        if self._hw[_TAIL_W] == self._st[ST_NEXT]:
             self._last_check_ns = 0  # keep checking on every idle poll until a writer returns
             what = "closed" if state == SegmentState.CLOSED else "died"
             raise WriterGone(f"segment {self.name}: writer pid {seg.get(H.WRITER_PID)} {what}")
@@ -288,10 +242,10 @@ class Reader:
             seg = Segment.open(self.name)
         except (SegmentNotFound, ShmError):
             return False
-        old_seg, old_bell, old_views = self._seg, self._bell, (self._mem, self._hw, self._ring)
+        old_seg, old_bell, old_views = self._seg, self._bell, (self._mem, self._hw)
         self._attach(seg)
-        self._discontinuities += 1
-        self._next = max(0, self._hw[_TAIL_W] - self.capacity)  # all of the new writer's data
+        self._st[ST_DISCONTINUITIES] += 1
+        self._st[ST_NEXT] = max(0, self._hw[_TAIL_W] - self.capacity)  # the new writer's data
         for view in old_views:
             view.release()
         if old_bell is not None:
@@ -303,11 +257,12 @@ class Reader:
     @property
     def stats(self) -> ReaderStats:
         """Counters since this reader was opened."""
+        st = self._state.tolist()
         return ReaderStats(
-            delivered=self._delivered, lapped=self._lapped, lost=self._lost,
-            invalid=self._invalid, discontinuities=self._discontinuities,
-            generation=self._generation, next_seq=self._next, tail=self._tail,
-            lag=max(0, self._tail - self._next), parks=self._parks,
+            delivered=st[ST_DELIVERED], lapped=st[ST_LAPPED], lost=st[ST_LOST],
+            invalid=st[ST_INVALID], discontinuities=st[ST_DISCONTINUITIES],
+            generation=st[ST_GENERATION], next_seq=st[ST_NEXT], tail=st[ST_TAIL],
+            lag=max(0, st[ST_TAIL] - st[ST_NEXT]), parks=self._parks,
             writer_stale=self._writer_stale)
 
     def latest(self, symbol: int | str) -> np.void | None:
@@ -322,7 +277,7 @@ class Reader:
             self._bell.close()
         if self._latest is not None:
             self._latest.close()
-        for view in (self._ring, self._hw, self._mem):
+        for view in (self._hw, self._mem):
             view.release()
         self._seg.close()
 

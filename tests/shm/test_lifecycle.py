@@ -77,7 +77,7 @@ def test_reader_mapping_is_read_only(instance: str) -> None:
     with shm.Writer(name, shm.BBO, 8) as w, shm.Reader(name) as r:
         w.commit_batch(np.zeros(2, shm.BBO))
         with pytest.raises(TypeError):
-            r._ring[0] = 1  # the reader's only handle on the records
+            r._mem[5000] = 1  # the reader's only handle on the records
         with pytest.raises(TypeError):
             r._hw[shm.layout.H.TAIL >> 3] = 0
         seg = shm.segment.Segment.open(name)
