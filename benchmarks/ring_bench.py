@@ -17,6 +17,8 @@ progress goes to stderr. Cases:
   record becomes visible); it therefore covers the cross-core hand-off, the wake-up and the copy
   out of the ring into a validated array. The first 10% are warm-up.
   ``reader_cpu`` is the reader's CPU time (psutil) over its wall time while waiting/reading.
+* ``wake_floor``: the same paced ping as ``handoff_park`` through a bare futex in a scratch
+  file, with no bus code: the platform's own wake-up latency, the floor under ``handoff_park``.
 * ``jitter``: a child pinned to the reader's CPU busy-reads ``perf_counter_ns`` and records
   gaps > 1 µs: the machine's own noise floor, to read next to the hand-off tails.
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import mmap
 import multiprocessing as mp
 import os
 import platform
@@ -44,6 +47,7 @@ import numpy as np
 import psutil
 
 import shm
+from shm.wake import futex_wait, futex_wake
 
 CAPACITY = 1 << 16  # as engine/demo.py
 BATCH_SIZES = (16, 64, 256)
@@ -189,6 +193,25 @@ def _reader_child(ready: Any, name: str, wait: str, count: int, api: str) -> dic
             "cpu_pct": 100.0 * cpu / wall}
 
 
+def _floor_child(ready: Any, path: str, count: int) -> dict:
+    """Wait on a bare futex ``count`` times; the wake latency of each, in ns (no bus code)."""
+    fd = os.open(path, os.O_RDONLY)
+    mm = mmap.mmap(fd, mmap.PAGESIZE, prot=mmap.PROT_READ)
+    os.close(fd)
+    words = memoryview(mm).cast("Q")
+    addr = np.frombuffer(mm, np.uint8).ctypes.data
+    lat = np.empty(count, np.int64)
+    ready.set()
+    gc.disable()
+    for i in range(count):
+        while words[0] == i:
+            futex_wait(addr, i, 1.0)
+        lat[i] = time.perf_counter_ns() - words[1]
+    gc.enable()
+    words.release()
+    return {"lat": lat}
+
+
 def _jitter_child(ready: Any, duration: float) -> dict:
     """Busy-read the clock for ``duration`` s; gaps longer than JITTER_GAP_NS, in ns."""
     gaps = np.empty(JITTER_MAX_GAPS, np.int64)
@@ -276,6 +299,37 @@ def handoff_once(name: str, wait: str, api: str, rate: float, duration: float,
     return out
 
 
+def wake_floor_once(rate: float, duration: float,
+                    cpus: tuple[int | None, int | None]) -> dict[str, tuple[float, str]]:
+    """The platform's futex wake latency at the park pacing: the floor under handoff_park."""
+    count = max(100, int(rate * duration))
+    path = f"/dev/shm/microstream.bench.floor{os.getpid()}"
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        os.ftruncate(fd, mmap.PAGESIZE)
+        mm = mmap.mmap(fd, mmap.PAGESIZE)
+        words = memoryview(mm).cast("Q")
+        addr = np.frombuffer(mm, np.uint8).ctypes.data
+        proc, results = _start(_floor_child, cpus[1], path=path, count=count)
+        send = time.perf_counter_ns() + 10e6
+        for i in range(count):
+            if (ahead := send - time.perf_counter_ns() - SLEEP_MARGIN_NS) > 0:
+                time.sleep(ahead / 1e9)
+            while time.perf_counter_ns() < send:
+                pass
+            words[1] = time.perf_counter_ns()
+            words[0] = i + 1
+            futex_wake(addr)
+            send += 1e9 / rate
+        lat = _finish(proc, results)["lat"]
+        words.release()
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    lat = lat[int(len(lat) * WARMUP_FRACTION):]
+    return {key: (value, "us") for key, value in _percentiles(lat).items()}
+
+
 def jitter_once(duration: float, cpu: int | None) -> dict[str, tuple[float, str]]:
     gaps = _finish(*_start(_jitter_child, cpu, duration=duration))["lat"]
     out = {f"gap_{key}": (value, "us") for key, value in _percentiles(gaps).items()}
@@ -335,6 +389,12 @@ def main(argv: list[str] | None = None) -> int:
                     results.append(handoff_once(name, wait, api, rate, duration, cpus))
                 report_runs(emit, case, results, rate=rate, api=api, writer_cpu=cpus[0],
                             reader_cpu=cpus[1])
+        results = []
+        for i in range(runs):
+            _log(f"wake_floor run {i + 1}/{runs}")
+            results.append(wake_floor_once(args.park_rate, duration, cpus))
+        report_runs(emit, "wake_floor", results, rate=args.park_rate, writer_cpu=cpus[0],
+                    reader_cpu=cpus[1])
         results = []
         for i in range(runs):
             _log(f"jitter run {i + 1}/{runs}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 import time
 from typing import Literal
 
@@ -30,11 +29,9 @@ from .wake import Doorbell, check_platform, futex_wait
 __all__ = ["Reader", "ReaderStats"]
 
 _TAIL_W = H.TAIL >> 3
-_INTENT_W = H.TAIL_INTENT >> 3
 _GEN_W = H.GENERATION >> 3
 _WAKE_W = H.WAKE_SEQ >> 3
 _STATE_W = H.STATE >> 3
-_SEQ = struct.Struct("<Q")
 _LIVENESS_INTERVAL_NS = 250_000_000
 
 
@@ -63,9 +60,12 @@ class Reader:
     ``lap_margin`` records of slack. ``start`` is ``"latest"`` (only new records), ``"oldest"``
     (everything still in the ring) or a sequence number.
 
-    Waiting (``poll(timeout_s)`` / ``wait``): ``"spin"`` busy-polls; ``"park"`` spins for
-    ``spin_us`` then sleeps on the ring's futex until the writer commits (woken only when a
-    reader is parked), rechecking at least every ``park_timeout_ms``.
+    ``poll_into(buffer)`` is the allocation-free form: it fills a reused array and returns the
+    count (one numba call does the wait, the copy and the validation).
+
+    Waiting (``timeout_s > 0``): ``wait="spin"`` busy-polls the tail; ``"park"`` spins for
+    ``spin_us`` then sleeps on the ring's futex until the writer commits (the writer wakes only
+    parked readers), rechecking at least every ``park_timeout_ms``.
 
     If the writer closes or dies, ``poll`` first delivers what is left, then raises
     :class:`WriterGone`; the reader stays usable and resumes, counting a discontinuity, when a

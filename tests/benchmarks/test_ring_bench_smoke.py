@@ -1,0 +1,31 @@
+"""Smoke test of the bus benchmark: it runs, prints well-formed JSON lines, numbers are sane.
+
+The figures themselves are not asserted (this machine is shared and noisy); only their shape.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import shm
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_ring_bench_quick_emits_plausible_json_lines() -> None:
+    out = subprocess.run([sys.executable, "benchmarks/ring_bench.py", "--quick"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert all({"bench", "case", "metric", "value", "unit"} <= set(d) for d in lines)
+    by = {(d["case"], d["metric"]): d["value"] for d in lines}
+    assert by[("commit_single", "throughput")] > 0
+    for case in ("handoff_spin", "handoff_spin_into", "handoff_park", "handoff_park_into"):
+        assert by[(case, "count")] > 0 and by[(case, "lost")] == 0, case
+        assert 0 < by[(case, "p50")] <= by[(case, "p99")] <= by[(case, "max")], case
+    assert 0 < by[("wake_floor", "p50")] <= by[("wake_floor", "p99")]
+    assert by[("env", "cpus")] >= 1
+    assert not [i for i in shm.list_segments("bench")]  # everything it created is gone
