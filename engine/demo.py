@@ -38,18 +38,12 @@ def _follow(name: str, conn: Connection) -> None:
                 n += take
             if time.monotonic() >= next_report:
                 next_report += 1.0
-                conn.send(_summary(reader.stats, latencies[:n]))
+                conn.send((reader.stats, latencies[:n].copy()))  # the parent does the maths
                 n = 0
-        conn.send(_summary(reader.stats, latencies[:n]))
+        conn.send((reader.stats, latencies[:n].copy()))
     finally:
         reader.close()
         conn.close()
-
-
-def _summary(stats: shm.ReaderStats, lat_ns: np.ndarray) -> dict[str, float]:
-    p50, p99 = (np.percentile(lat_ns, [50, 99]) / 1e3) if len(lat_ns) else (float("nan"),) * 2
-    return {"delivered": stats.delivered, "lost": stats.lost, "parks": stats.parks,
-            "p50_us": float(p50), "p99_us": float(p99)}
 
 
 def run_demo(instance: str, duration_s: float, rate_per_s: int, capacity: int) -> int:
@@ -110,7 +104,8 @@ def run_demo(instance: str, duration_s: float, rate_per_s: int, capacity: int) -
     return 0 if proc.exitcode == 0 else 1
 
 
-def _print_line(s: dict[str, float], committed: int) -> None:
-    print(f"committed={committed} delivered={s['delivered']} lost={s['lost']} "
-          f"parks={s['parks']} commit→deliver p50={s['p50_us']:.1f}µs p99={s['p99_us']:.1f}µs",
-          flush=True)
+def _print_line(report: tuple[shm.ReaderStats, np.ndarray], committed: int) -> None:
+    stats, lat_ns = report
+    p50, p99 = np.percentile(lat_ns, [50, 99]) / 1e3 if len(lat_ns) else (float("nan"),) * 2
+    print(f"committed={committed} delivered={stats.delivered} lost={stats.lost} "
+          f"parks={stats.parks} commit→deliver p50={p50:.1f}µs p99={p99:.1f}µs", flush=True)
