@@ -45,9 +45,12 @@ __all__ = [
     "fence",
     "fetch_and",
     "fetch_or",
+    "futex_wake",
     "read_kernel",
 ]
 
+_SYS_FUTEX = 202  # x86-64
+_FUTEX_WAKE = 1   # shared (no FUTEX_PRIVATE_FLAG): the word lives in a MAP_SHARED file
 _TAIL_INTENT = H.TAIL_INTENT
 _TAIL = H.TAIL
 _WAKE_SEQ = H.WAKE_SEQ
@@ -147,6 +150,20 @@ def _monotonic_ns(typingctx):
 
 
 @intrinsic
+def _futex_wake_all(typingctx, addr):
+    """``syscall(SYS_futex, addr, FUTEX_WAKE, INT_MAX)`` (shared futex): ~0.45 µs against
+    ~1.5 µs through ctypes. ``syscall`` is an external symbol, so kernels stay cacheable."""
+    def codegen(context, builder, sig, args):
+        i64 = ir.IntType(64)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(i64, [i64], var_arg=True), "syscall")
+        const = [ir.Constant(i64, v) for v in (_SYS_FUTEX, _FUTEX_WAKE, 0x7FFFFFFF, 0)]
+        return builder.call(fn, [const[0], args[0], const[1], const[2], const[3], const[3],
+                                 const[3]])
+    return types.int64(types.int64), codegen
+
+
+@intrinsic
 def _i64_ptr(typingctx, addr):
     def codegen(context, builder, sig, args):
         return _ptr(builder, args[0], 64)
@@ -164,6 +181,12 @@ def _u64_ptr(typingctx, addr):
 def address_of(array: np.ndarray) -> int:
     """Data address of an array: ~0.4 µs against ~1.4 µs for ``array.ctypes.data``."""
     return array.ctypes.data
+
+
+@nb.njit(nb.int64(nb.int64), cache=True)
+def futex_wake(addr: int) -> int:
+    """Wake every process sleeping on the futex word at ``addr``; returns how many woke."""
+    return _futex_wake_all(addr)
 
 
 @nb.njit(nb.void(), cache=True)
@@ -198,8 +221,8 @@ def commit_kernel(hdr: int, ring: int, mask: int, words: int, src: int, count: i
 
     Writes each record's ``seq`` (word 0) and, if ``stamp_word >= 0``, the commit stamp
     (CLOCK_MONOTONIC read just before the records become visible). ``waiters`` is the address of
-    the doorbell's parked bitmap (u64). Returns ``new_tail << 1 | wake``: ``wake`` is 1 if a
-    reader is parked (the caller then issues FUTEX_WAKE; ``wake_seq`` is already bumped).
+    the doorbell's parked bitmap (u64); if a reader is parked the kernel bumps ``wake_seq`` and
+    issues FUTEX_WAKE. Returns ``new_tail << 1 | woke``.
     The caller guarantees ``count <= capacity`` and that only one writer exists.
     """
     slots = nb.carray(_u64_ptr(ring), (mask + 1, words))
@@ -219,6 +242,7 @@ def commit_kernel(hdr: int, ring: int, mask: int, words: int, src: int, count: i
     _fence_seq_cst()  # StoreLoad: tail before reading the waiter count (see module doc)
     if waiters != 0 and _load_u64(waiters) != 0:
         _store_u32(hdr + _WAKE_SEQ, _load_u32(hdr + _WAKE_SEQ) + 1)
+        _futex_wake_all(hdr + _WAKE_SEQ)
         return (start + count) << 1 | 1
     return (start + count) << 1
 

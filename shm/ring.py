@@ -196,8 +196,7 @@ class Writer:
             raise ValueError(f"segment {self.name}: writer is closed")
         result = commit_kernel(self._hdr, self._ring, self._mask, self._words, src, count,
                                self._stamp_word, self._waiters)
-        if result & 1:
-            futex_wake(self._wake_addr)
+        if result & 1:  # the kernel woke parked readers
             self._wakes += 1
             self._seg.set(H.WAKES, self._wakes)
         return (result >> 1) - 1

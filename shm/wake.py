@@ -18,7 +18,7 @@ import errno
 import os
 import platform
 
-from .atomics import compare_exchange_u32, fetch_and, fetch_or
+from .atomics import compare_exchange_u32, fetch_and, fetch_or, futex_wake
 from .errors import ShmError
 from .layout import DOORBELL_MAGIC, PAGE_SIZE, DoorbellOffsets
 from .segment import SHM_DIR, Segment, process_start_time, writer_alive
@@ -27,7 +27,6 @@ __all__ = ["Doorbell", "check_platform", "futex_wait", "futex_wake"]
 
 _SYS_FUTEX = {"x86_64": 202}
 _FUTEX_WAIT = 0  # shared (no FUTEX_PRIVATE_FLAG): the word lives in a MAP_SHARED file
-_FUTEX_WAKE = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
@@ -67,12 +66,6 @@ def futex_wait(addr: int, expected: int, timeout_s: float) -> bool:
     if err in (errno.EAGAIN, errno.EINTR):
         return True
     raise OSError(err, f"futex wait failed: {os.strerror(err)}")
-
-
-def futex_wake(addr: int, count: int = 0x7FFFFFFF) -> int:
-    """Wake up to ``count`` processes sleeping on the u32 at ``addr``; returns how many woke."""
-    return int(_syscall(_SYS_FUTEX["x86_64"], ctypes.c_void_p(addr), _FUTEX_WAKE,
-                        ctypes.c_int(count), None, None, 0))
 
 
 class Doorbell:
