@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from .claim import claim_segment
 from .errors import LayoutMismatch, ShmError
 from .layout import (
     HEADER_SIZE,
@@ -27,7 +28,6 @@ from .layout import (
     describe_dtype,
     dtype_from_description,
 )
-from .ring import claim_segment
 from .segment import Segment
 from .wake import check_platform
 

@@ -7,6 +7,7 @@ import time
 
 import msgspec
 
+from .claim import remove_if_dead
 from .errors import ShmError
 from .layout import H, SegmentKind, SegmentState
 from .segment import SHM_DIR, Segment, parse_segment_name, writer_alive
@@ -34,6 +35,13 @@ class SegmentInfo(msgspec.Struct, frozen=True):
     error: str = ""
 
 
+def _state_name(value: int) -> str:
+    try:
+        return SegmentState(value).name
+    except ValueError:
+        return f"UNKNOWN({value})"
+
+
 def _info(name: str, parts: dict[str, str]) -> SegmentInfo:
     size = os.stat(os.path.join(SHM_DIR, name)).st_size
     base = SegmentInfo(name=name, instance=parts["instance"], exchange=parts["exchange"],
@@ -51,7 +59,7 @@ def _info(name: str, parts: dict[str, str]) -> SegmentInfo:
             base, kind=SegmentKind(kind).name.lower() if kind in (1, 2) else "invalid",
             capacity=seg.get(H.CAPACITY),
             record_size_bytes=seg.get(H.RECORD_SIZE), tail=seg.get(H.TAIL),
-            generation=seg.get(H.GENERATION), state=SegmentState(seg.get(H.STATE)).name,
+            generation=seg.get(H.GENERATION), state=_state_name(seg.get(H.STATE)),
             writer_pid=pid, writer_alive=writer_alive(pid, seg.get(H.WRITER_START_TIME)),
             heartbeat_age_s=round((time.monotonic_ns() - seg.get(H.HEARTBEAT_NS)) / 1e9, 3))
     finally:
@@ -75,21 +83,21 @@ def list_segments(instance: str | None = None) -> list[SegmentInfo]:
 def gc_segments(instance: str | None = None, dry_run: bool = False) -> list[str]:
     """Remove segments that were closed or whose writer died, with their doorbells.
 
-    A segment in state INIT with no writer yet is kept (a supervisor may have just created it);
-    unreadable files named like ours are reported by ``list_segments`` but never removed.
-    Returns the removed (or, with ``dry_run``, removable) names.
+    Each file is re-checked under its writer lock just before it is removed (see
+    :mod:`shm.claim`), so a writer that claims a segment while gc runs keeps it. A segment in
+    state INIT (created, no writer yet) is kept, and files named like ours but unreadable are
+    reported by ``list_segments`` and never removed. Returns the names removed (with
+    ``dry_run``: the names that looked removable).
     """
     infos = list_segments(instance)
-    rings = {i.name for i in infos if i.kind in ("ring", "latest")}
-    dead = {i.name for i in infos if i.kind in ("ring", "latest") and (
-        i.state == SegmentState.CLOSED.name
-        or (i.state == SegmentState.RUNNING.name and not i.writer_alive))}
-    doomed = sorted(dead | {i.name for i in infos if i.kind == "wake"
-                            and (i.name[:-5] in dead or i.name[:-5] not in rings)})
-    if not dry_run:
-        for name in doomed:
-            try:
-                os.unlink(os.path.join(SHM_DIR, name))
-            except FileNotFoundError:
-                pass
-    return doomed
+    names = {i.name for i in infos}
+    if dry_run:
+        dead = {i.name for i in infos if i.kind in ("ring", "latest") and (
+            i.state == SegmentState.CLOSED.name
+            or (i.state == SegmentState.RUNNING.name and not i.writer_alive))}
+        return sorted(dead | {i.name for i in infos if i.kind == "wake"
+                              and (i.name[:-5] in dead or i.name[:-5] not in names)})
+    removed = [i.name for i in infos if i.kind in ("ring", "latest") and remove_if_dead(i.name)]
+    removed += [i.name for i in infos
+                if i.kind == "wake" and remove_if_dead(i.name, ring_name=i.name[:-5])]
+    return sorted(removed)

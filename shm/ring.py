@@ -2,112 +2,18 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 
 import numpy as np
 
-from .atomics import address_of, commit_kernel
-from .errors import LayoutMismatch, SegmentNotFound, WriterBusy
-from .layout import (
-    HEADER_SIZE,
-    LAYOUT_VERSION,
-    MAGIC,
-    PAGE_SIZE,
-    H,
-    SegmentKind,
-    SegmentState,
-    describe_dtype,
-    dtype_hash,
-)
-from .segment import SHM_DIR, Segment, process_start_time
-from .wake import Doorbell, check_platform, futex_wake
+from .atomics import address_of, commit_kernel, futex_wake
+from .claim import claim_segment
+from .errors import LayoutMismatch
+from .layout import HEADER_SIZE, H, SegmentKind, SegmentState, describe_dtype
+from .wake import Doorbell, check_platform
 
 __all__ = ["Writer"]
-
-
-def _page_round(size: int) -> int:
-    return (size + PAGE_SIZE - 1) // PAGE_SIZE * PAGE_SIZE
-
-
-def init_header(seg: Segment, dtype: np.dtype, capacity: int, kind: SegmentKind,
-                record_size: int) -> None:
-    """Write the static header fields of a newly created segment (magic last)."""
-    seg.set(H.LAYOUT_VERSION, LAYOUT_VERSION)
-    seg.set(H.DTYPE_HASH, dtype_hash(dtype))
-    seg.set(H.RECORD_SIZE, record_size)
-    seg.set(H.CAPACITY, capacity)
-    seg.set(H.KIND, kind)
-    seg.set(H.DATA_OFFSET, HEADER_SIZE)
-    seg.set(H.CREATED_NS, time.time_ns())
-    seg.set_text(H.NAME, H.NAME_SIZE, seg.name)
-    seg.set_text(H.DESCR, H.DESCR_SIZE, describe_dtype(dtype))
-    seg.set(H.MAGIC, MAGIC)
-
-
-def claim_segment(name: str, dtype: np.dtype, capacity: int, kind: SegmentKind,
-                  record_size: int, replace: bool) -> tuple[Segment, int]:
-    """Create segment ``name`` or take it over from a dead writer; returns it with a held lock fd.
-
-    An exclusive ``flock`` on the file, held for the writer's lifetime and released by the
-    kernel when the process dies, guarantees a single writer. The header then gets a bumped
-    generation and this process's pid and start time, so readers see the restart.
-    """
-    size = _page_round(HEADER_SIZE + capacity * record_size)
-    try:
-        seg = Segment.open(name, writable=True)
-    except SegmentNotFound:
-        seg = Segment.create(name, size)
-        init_header(seg, dtype, capacity, kind, record_size)
-    except LayoutMismatch:
-        if not replace:
-            raise
-        os.unlink(os.path.join(SHM_DIR, name))
-        seg = Segment.create(name, size)
-        init_header(seg, dtype, capacity, kind, record_size)
-    lock_fd = os.open(seg.path, os.O_RDONLY)
-    try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(lock_fd)
-        pid = seg.get(H.WRITER_PID)
-        seg.close()
-        raise WriterBusy(f"segment {name} is written by live pid {pid}") from None
-    problem = _geometry_problem(seg, dtype, capacity, kind, record_size)
-    if problem:
-        generation = seg.get(H.GENERATION)
-        if replace:
-            seg.unlink()
-        seg.close()
-        os.close(lock_fd)
-        if not replace:
-            raise LayoutMismatch(f"segment {name}: {problem}")
-        seg = Segment.create(name, size)
-        init_header(seg, dtype, capacity, kind, record_size)
-        seg.set(H.GENERATION, generation)  # bumped below: readers see a new generation
-        lock_fd = os.open(seg.path, os.O_RDONLY)
-        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    pid = os.getpid()
-    seg.set(H.WRITER_PID, pid)
-    seg.set(H.WRITER_START_TIME, process_start_time(pid))
-    seg.set(H.TAIL_INTENT, seg.get(H.TAIL))  # a dead writer's half-written slots are void
-    seg.set(H.GENERATION, seg.get(H.GENERATION) + 1)
-    seg.heartbeat()
-    seg.set(H.STATE, SegmentState.RUNNING)
-    return seg, lock_fd
-
-
-def _geometry_problem(seg: Segment, dtype: np.dtype, capacity: int, kind: SegmentKind,
-                      record_size: int) -> str:
-    if seg.get(H.KIND) != kind:
-        return f"kind {seg.get(H.KIND)} is not {kind.name}"
-    if seg.get(H.DTYPE_HASH) != dtype_hash(dtype):
-        return "record dtype differs from the existing segment's"
-    if seg.get(H.CAPACITY) != capacity or seg.get(H.RECORD_SIZE) != record_size:
-        return (f"capacity {seg.get(H.CAPACITY)}×{seg.get(H.RECORD_SIZE)} B differs from "
-                f"requested {capacity}×{record_size} B")
-    return ""
 
 
 class Writer:
@@ -140,7 +46,7 @@ class Writer:
         except BaseException:
             self._seg.set(H.STATE, SegmentState.CLOSED)
             self._seg.close()
-            os.close(self._lock_fd)
+            os.close(self._lock_fd)  # releases the lock
             raise
         seg = self._seg
         self._hdr = seg.base

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from .errors import LayoutMismatch, SegmentNotFound, ShmError
+from .errors import LayoutMismatch, SegmentNotFound
 from .layout import HEADER_SIZE, LAYOUT_VERSION, MAGIC, H
 
 __all__ = [
@@ -96,25 +96,18 @@ class Segment:
 
     # -- creation and opening -------------------------------------------------------------
     @classmethod
-    def create(cls, name: str, size: int, mode: int = 0o640) -> Segment:
-        """Create a new segment file of ``size`` bytes (zero-filled); fails if it exists."""
-        path = os.path.join(SHM_DIR, name)
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode)
-        except FileExistsError:
-            raise ShmError(f"segment {name} already exists") from None
-        try:
-            os.fchmod(fd, mode)  # not subject to the umask
-            os.ftruncate(fd, size)
+    def from_fd(cls, name: str, fd: int, writable: bool) -> Segment:
+        """Map the whole file behind ``fd`` (the caller keeps and closes ``fd``).
+
+        Writers map ``MAP_SHARED|MAP_POPULATE`` so that the hot path never page-faults.
+        """
+        st = os.fstat(fd)
+        if writable:
             flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-            mm = mmap.mmap(fd, size, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
-            inode = os.fstat(fd).st_ino
-        except BaseException:
-            os.unlink(path)
-            raise
-        finally:
-            os.close(fd)
-        return cls(name, path, mm, True, inode)
+            mm = mmap.mmap(fd, st.st_size, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        else:
+            mm = mmap.mmap(fd, st.st_size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+        return cls(name, os.path.join(SHM_DIR, name), mm, writable, st.st_ino)
 
     @classmethod
     def open(cls, name: str, writable: bool = False, magic: int = MAGIC) -> Segment:
@@ -125,14 +118,12 @@ class Segment:
         except FileNotFoundError:
             raise SegmentNotFound(f"segment {name} not found in {SHM_DIR}") from None
         try:
-            st = os.fstat(fd)
-            if st.st_size < HEADER_SIZE:
-                raise LayoutMismatch(f"segment {name}: {st.st_size} bytes is smaller than a header")
-            prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-            mm = mmap.mmap(fd, st.st_size, flags=mmap.MAP_SHARED, prot=prot)
+            size = os.fstat(fd).st_size
+            if size < HEADER_SIZE:
+                raise LayoutMismatch(f"segment {name}: {size} bytes is smaller than a header")
+            seg = cls.from_fd(name, fd, writable)
         finally:
             os.close(fd)
-        seg = cls(name, path, mm, writable, st.st_ino)
         if seg.get(H.MAGIC) != magic:
             seg.close()
             raise LayoutMismatch(f"segment {name}: bad magic (not a microstream segment)")
@@ -192,7 +183,8 @@ class Segment:
             pass
 
     def close(self) -> None:
-        """Unmap. If a caller still holds a numpy view, the mapping closes when that view dies."""
+        """Unmap. If a caller still holds a view, the mapping closes when that view and this
+        object are both gone."""
         self.words = self._bytes = None  # type: ignore[assignment]
         try:
             self._mm.close()

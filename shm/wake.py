@@ -19,6 +19,7 @@ import os
 import platform
 
 from .atomics import compare_exchange_u32, fetch_and, fetch_or, futex_wake
+from .claim import lock_file
 from .errors import ShmError
 from .layout import DOORBELL_MAGIC, PAGE_SIZE, DoorbellOffsets
 from .segment import SHM_DIR, Segment, process_start_time, writer_alive
@@ -30,6 +31,9 @@ _FUTEX_WAIT = 0  # shared (no FUTEX_PRIVATE_FLAG): the word lives in a MAP_SHARE
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
+
+
+_REAPING = 0xFFFFFFFF  # slot pid while the writer frees a dead reader's slot
 
 
 def _s64(value: int) -> int:
@@ -71,48 +75,65 @@ def futex_wait(addr: int, expected: int, timeout_s: float) -> bool:
 class Doorbell:
     """The ``.wake`` companion of a ring: reader slots and the parked bitmap."""
 
-    __slots__ = ("_bit", "_clear", "parked_addr", "segment", "slot")
+    __slots__ = ("_bit", "_clear", "_lock_fd", "parked_addr", "segment", "slot")
 
-    def __init__(self, segment: Segment):
+    def __init__(self, segment: Segment, lock_fd: int = -1):
         self.segment = segment
         self.parked_addr = segment.base + DoorbellOffsets.PARKED
         self.slot = -1
         self._bit = self._clear = 0
+        self._lock_fd = lock_fd
 
     # -- writer side ----------------------------------------------------------------------
     @classmethod
     def for_writer(cls, name: str) -> Doorbell:
-        """Reuse the doorbell ``name`` (readers parked across a writer restart stay wakeable)
-        or create it, writable by the segment's group; then clear dead readers' slots."""
+        """Lock and reuse the doorbell ``name`` (readers parked across a writer restart stay
+        wakeable) or create it, writable by the segment's group; then reap dead readers.
+
+        The lock is held until :meth:`close` so that ``gc`` never removes a live doorbell; it is
+        taken blocking because ``gc`` only holds it for a moment.
+        """
+        path = os.path.join(SHM_DIR, name)
+        fd, created = lock_file(path, 0o660, blocking=True)
         try:
-            bell = cls(Segment.open(name, writable=True, magic=DOORBELL_MAGIC))
-        except (OSError, ShmError):
-            try:
-                os.unlink(os.path.join(SHM_DIR, name))
-            except FileNotFoundError:
-                pass
-            seg = Segment.create(name, PAGE_SIZE, mode=0o660)
-            seg.set(DoorbellOffsets.MAGIC, DOORBELL_MAGIC)
-            bell = cls(seg)
+            if not created and os.fstat(fd).st_size != PAGE_SIZE:
+                os.ftruncate(fd, 0)  # not a doorbell page: start it afresh
+                created = True
+            if created:
+                os.ftruncate(fd, PAGE_SIZE)
+            bell = cls(Segment.from_fd(name, fd, writable=True), fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if bell.segment.get(DoorbellOffsets.MAGIC) != DOORBELL_MAGIC:
+            bell.segment.words[:] = 0
+            bell.segment.set(DoorbellOffsets.MAGIC, DOORBELL_MAGIC)
         bell.reap()
         return bell
 
     def reap(self) -> int:
-        """Free the slots (and parked bits) of readers that died; returns how many were freed."""
+        """Free the slots (and parked bits) of readers that died; returns how many were freed.
+
+        A slot is taken from its dead owner by compare-and-swap to a sentinel pid first, so a
+        reader that claims the slot concurrently can never have its bit or start time cleared.
+        """
         freed = 0
+        base = self.segment.base
         for slot in range(DoorbellOffsets.SLOT_COUNT):
             off = DoorbellOffsets.SLOTS + slot * DoorbellOffsets.SLOT_SIZE
             pid = self.segment.get(off) & 0xFFFFFFFF
-            if pid == 0:
+            if pid in (0, _REAPING):
                 continue
             start = self.segment.get(off + 8)
             # start 0: the reader is between claiming the slot and writing its start time
-            alive = writer_alive(pid, start) if start else process_start_time(pid) != 0
-            if not alive:
-                fetch_and(self.parked_addr, _s64(~(1 << slot)))
-                self.segment.set(off + 8, 0)
-                compare_exchange_u32(self.segment.base + off, pid, 0)
-                freed += 1
+            if (writer_alive(pid, start) if start else process_start_time(pid) != 0):
+                continue
+            if compare_exchange_u32(base + off, pid, _REAPING) != pid:
+                continue  # the owner changed since we looked: not ours to free
+            fetch_and(self.parked_addr, _s64(~(1 << slot)))
+            self.segment.set(off + 8, 0)
+            compare_exchange_u32(base + off, _REAPING, 0)
+            freed += 1
         return freed
 
     # -- reader side ----------------------------------------------------------------------
@@ -154,3 +175,6 @@ class Doorbell:
             compare_exchange_u32(self.segment.base + off, os.getpid(), 0)
             self.slot = -1
         self.segment.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
