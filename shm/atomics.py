@@ -228,7 +228,9 @@ def commit_kernel(hdr: int, ring: int, mask: int, words: int, src: int, count: i
     slots = nb.carray(_u64_ptr(ring), (mask + 1, words))
     rows = nb.carray(_u64_ptr(src), (count, words))
     start = _load_u64(hdr + _TAIL)
-    _store_u64(hdr + _TAIL_INTENT, start + count)
+    # tail_intent never goes down: after a takeover it may still cover slots the dead writer
+    # was overwriting, which readers must keep treating as lost.
+    _store_u64(hdr + _TAIL_INTENT, max(_load_u64(hdr + _TAIL_INTENT), start + count))
     _fence_release()  # tail_intent is visible before any slot is overwritten
     stamp = _monotonic_ns()
     for i in range(count):
@@ -276,9 +278,9 @@ def read_kernel(hdr: int, ring: int, mask: int, words: int, limit: int, dst: int
     # Reading the clock on every turn (~27 ns, vDSO) paces the loads so that the spinning
     # reader does not keep stealing the tail's cache line from the writer. No x86 `pause`:
     # under KVM it causes pause-loop exits (measured here: +0.4 µs p50).
-    while tail == start and until_ns != 0 and _monotonic_ns() < until_ns:
+    while tail <= start and until_ns != 0 and _monotonic_ns() < until_ns:
         tail = _load_u64(hdr + _TAIL)
-    if tail == start:
+    if tail <= start:  # nothing new (start may lie in the future: Reader(start=seq))
         return -1
     generation = _load_u64(hdr + _GENERATION)
     if generation != st[ST_GENERATION]:

@@ -63,9 +63,19 @@ class LatestWriter:
                                                  self._stride, replace)
         self._mem = self._seg.memory()
         self._words = self._mem.cast("Q")
+        self._void_torn_rows()
         self._stage = np.zeros(1, dtype)
         self._stage_mem = self._stage.data.cast("B")
         self.closed = False
+
+    def _void_torn_rows(self) -> None:
+        """After a takeover, rows a dead writer left odd (mid-update) are torn: make them even
+        again and mark them as holding no record (``updates = 0``), keeping their name."""
+        for symbol_id in range(self.rows):
+            w = (HEADER_SIZE + symbol_id * self._stride) >> 3
+            if self._words[w] & 1:
+                self._words[w + 1] = 0
+                self._words[w] += 1
 
     def _row(self, symbol_id: int) -> int:
         _check_row(self.name, symbol_id, self.rows)
@@ -128,12 +138,17 @@ class LatestReader:
             raise LayoutMismatch(f"segment {name} is not a latest-value table")
         self.name = name
         self._seg = seg
-        self.dtype = dtype_from_description(seg.get_text(H.DESCR, H.DESCR_SIZE))
+        try:
+            self.dtype = dtype_from_description(seg.get_text(H.DESCR, H.DESCR_SIZE))
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            seg.close()
+            raise LayoutMismatch(f"segment {name}: unreadable dtype description ({exc})") from None
         self.rows = seg.get(H.CAPACITY)
         self._stride = seg.get(H.RECORD_SIZE)
-        if self._stride != _stride(self.dtype):
+        if self._stride != _stride(self.dtype) or seg.size < HEADER_SIZE + self.rows * self._stride:
             seg.close()
-            raise LayoutMismatch(f"segment {name}: row stride {self._stride} does not match dtype")
+            raise LayoutMismatch(f"segment {name}: {self.rows} rows of {self._stride} B do not "
+                                 f"match its dtype or its {seg.size} bytes")
         self._mem = seg.memory()
         self._words = self._mem.cast("Q")
         self._ids: dict[str, int] = {}

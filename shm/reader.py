@@ -22,7 +22,15 @@ from .atomics import (
 )
 from .errors import LayoutMismatch, SegmentNotFound, ShmError, WriterGone
 from .latest import LatestReader
-from .layout import HEADER_SIZE, H, SegmentKind, SegmentState, dtype_from_description, dtype_hash
+from .layout import (
+    HEADER_SIZE,
+    H,
+    SegmentKind,
+    SegmentState,
+    describe_dtype,
+    dtype_from_description,
+    dtype_hash,
+)
 from .segment import Segment, segment_name, writer_alive
 from .wake import Doorbell, check_platform, futex_wait
 
@@ -33,6 +41,27 @@ _GEN_W = H.GENERATION >> 3
 _WAKE_W = H.WAKE_SEQ >> 3
 _STATE_W = H.STATE >> 3
 _LIVENESS_INTERVAL_NS = 250_000_000
+
+
+def _ring_dtype(name: str, seg: Segment) -> np.dtype:
+    """The ring's record dtype, after checking every header field the read kernel relies on
+    (it works on raw addresses, so a foreign or corrupt header must never reach it)."""
+    if seg.get(H.KIND) != SegmentKind.RING:
+        raise LayoutMismatch(f"segment {name} is not a ring")
+    try:
+        dtype = dtype_from_description(seg.get_text(H.DESCR, H.DESCR_SIZE))
+        describe_dtype(dtype)  # seq (u8) first
+    except (ValueError, KeyError, TypeError, IndexError) as exc:  # incl. JSON/Unicode errors
+        raise LayoutMismatch(f"segment {name}: unreadable dtype description ({exc})") from None
+    capacity, size = seg.get(H.CAPACITY), seg.get(H.RECORD_SIZE)
+    if capacity < 2 or capacity & (capacity - 1):
+        raise LayoutMismatch(f"segment {name}: capacity {capacity} is not a power of two ≥ 2")
+    if size != dtype.itemsize or size % 8 or dtype_hash(dtype) != seg.get(H.DTYPE_HASH):
+        raise LayoutMismatch(f"segment {name}: header dtype description is inconsistent")
+    if seg.get(H.DATA_OFFSET) != HEADER_SIZE or seg.size < HEADER_SIZE + capacity * size:
+        raise LayoutMismatch(f"segment {name}: {seg.size} bytes cannot hold {capacity} records "
+                             f"of {size} B")
+    return dtype
 
 
 class ReaderStats(msgspec.Struct, frozen=True):
@@ -97,7 +126,8 @@ class Reader:
         self._state = np.zeros(8, np.int64)
         self._st = self._state.data
         self._state_addr = address_of(self._state)
-        self._parks = 0
+        self._parks = self._reopens = 0
+        self._closed = False
         self._writer_stale = False
         self._last_check_ns = 0
         self._attach(Segment.open(name))
@@ -120,18 +150,17 @@ class Reader:
         return cls(segment_name(instance, exchange, stream), **options)  # type: ignore[arg-type]
 
     def _attach(self, seg: Segment) -> None:
-        if seg.get(H.KIND) != SegmentKind.RING:
+        try:
+            dtype = _ring_dtype(self.name, seg)
+        except LayoutMismatch:
             seg.close()
-            raise LayoutMismatch(f"segment {self.name} is not a ring")
-        dtype = dtype_from_description(seg.get_text(H.DESCR, H.DESCR_SIZE))
-        if dtype_hash(dtype) != seg.get(H.DTYPE_HASH) or dtype.itemsize != seg.get(H.RECORD_SIZE):
-            seg.close()
-            raise LayoutMismatch(f"segment {self.name}: header dtype description is inconsistent")
+            raise
         if self._want_dtype is not None and self._want_dtype != dtype:
             seg.close()
             raise LayoutMismatch(f"segment {self.name}: records are {dtype}, expected "
                                  f"{self._want_dtype}")
         self._seg = seg
+        self._into = None  # a poll_into buffer must be re-validated against this layout
         self.dtype = dtype
         self.capacity = seg.get(H.CAPACITY)
         self._size = dtype.itemsize
@@ -176,6 +205,8 @@ class Reader:
 
     def _read(self, dst: int, limit: int, timeout_s: float) -> int:
         """Spin, park and copy; returns the number of records now at ``dst`` (0 if none)."""
+        if self._closed:
+            raise ValueError(f"segment {self.name}: reader is closed")
         args = (self._seg.base, self._ring_addr, self._mask, self._words, limit, dst)
         if timeout_s <= 0:
             got = read_kernel(*args, 0, self._margin, self._state_addr)
@@ -193,7 +224,10 @@ class Reader:
                 if now >= deadline:
                     break
                 if now >= spin_until:
+                    reopens = self._reopens
                     self._park(deadline - now)
+                    if self._reopens != reopens:  # new mapping: `args` point at the old one
+                        return 0
                     now = time.perf_counter_ns()
         if got < 0:
             self._idle_check()
@@ -207,21 +241,24 @@ class Reader:
         if bell is not None:
             bell.enter()
         try:
-            if hw[_TAIL_W] != self._st[ST_NEXT] or hw[_STATE_W] == SegmentState.CLOSED:
+            if hw[_TAIL_W] > self._st[ST_NEXT]:
                 return
-            self._parks += 1
-            timeout = min(self._park_s, remaining_ns / 1e9) if bell else 0.001
-            futex_wait(self._wake_addr, wake_seq, timeout)
+            closed = hw[_STATE_W] == SegmentState.CLOSED
+            if not closed:
+                self._parks += 1
+                timeout = min(self._park_s, remaining_ns / 1e9) if bell else 0.001
+                futex_wait(self._wake_addr, wake_seq, timeout)
         finally:
             if bell is not None:
                 bell.leave()
-        if hw[_TAIL_W] == self._st[ST_NEXT]:
-            self._idle_check()
+        # Only now, with the doorbell released: the check may re-open (and unmap) the segment.
+        if closed or hw[_TAIL_W] <= self._st[ST_NEXT]:
+            self._idle_check(force=closed)  # closed: raise WriterGone or re-open, never spin
 
     # -- writer liveness ----------------------------------------------------------------
-    def _idle_check(self) -> None:
+    def _idle_check(self, force: bool = False) -> None:
         now = time.monotonic_ns()
-        if now - self._last_check_ns < _LIVENESS_INTERVAL_NS:
+        if not force and now - self._last_check_ns < _LIVENESS_INTERVAL_NS:
             return
         self._last_check_ns = now
         seg = self._seg
@@ -232,7 +269,7 @@ class Reader:
             return
         if seg.path_inode() not in (0, seg.inode) and self._reopen():
             return
-        if self._hw[_TAIL_W] == self._st[ST_NEXT]:
+        if self._hw[_TAIL_W] <= self._st[ST_NEXT]:
             self._last_check_ns = 0  # keep checking on every idle poll until a writer returns
             what = "closed" if state == SegmentState.CLOSED else "died"
             raise WriterGone(f"segment {self.name}: writer pid {seg.get(H.WRITER_PID)} {what}")
@@ -244,6 +281,7 @@ class Reader:
             return False
         old_seg, old_bell, old_views = self._seg, self._bell, (self._mem, self._hw)
         self._attach(seg)
+        self._reopens += 1
         self._st[ST_DISCONTINUITIES] += 1
         self._st[ST_NEXT] = max(0, self._hw[_TAIL_W] - self.capacity)  # the new writer's data
         for view in old_views:
@@ -273,6 +311,9 @@ class Reader:
 
     def close(self) -> None:
         """Unmap the segment. Arrays returned by poll() stay valid (they are copies)."""
+        if self._closed:
+            return
+        self._closed = True
         if self._bell is not None:
             self._bell.close()
         if self._latest is not None:

@@ -129,6 +129,31 @@ def latest_writer(name: str, seconds: str) -> None:
     print(json.dumps({"updates": k}), flush=True)
 
 
+def crash_mid_commit(name: str) -> None:
+    """Commit seqs 0..7 into an 8-slot ring, then die the way a writer killed inside the commit
+    kernel would: tail_intent raised to 12, slots of seqs 8 and 9 half-written, tail still 8."""
+    w = shm.Writer(name, shm.TRADE, 8)
+    w.commit_batch(payload(np.arange(8)))
+    w._seg.set(shm.layout.H.TAIL_INTENT, 12)
+    slots = w._seg.view(shm.layout.HEADER_SIZE, shm.TRADE, 8)
+    for seq in (8, 9):
+        torn = payload(np.array([seq]))[0]
+        torn["seq"] = seq - 8  # the old seq survives in a torn slot
+        slots[seq & 7] = torn
+    del slots
+    os._exit(0)
+
+
+def latest_crash_mid_update(name: str) -> None:
+    """Write row 1 of a latest table, then die between the odd and the even version store."""
+    w = shm.LatestWriter(name, shm.TRADE, 4)
+    w.register(1, "BTCUSDT")
+    w.update(1, payload(np.array([5]))[0])
+    w._words[(shm.layout.HEADER_SIZE + w._stride) >> 3] += 1  # what update() stores first
+    os._exit(0)
+
+
 if __name__ == "__main__":
-    roles = {f.__name__: f for f in (writer, reader, idle_reader, hold_writer, latest_writer)}
+    roles = {f.__name__: f for f in (writer, reader, idle_reader, hold_writer, latest_writer,
+                                     crash_mid_commit, latest_crash_mid_update)}
     roles[sys.argv[1]](*sys.argv[2:])
