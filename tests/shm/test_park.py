@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import numpy as np
@@ -30,14 +31,20 @@ def _wait_parked(name: str, timeout_s: float = 30.0) -> None:
         time.sleep(0.01)
 
 
+def _parked_reader(name: str, park_timeout_ms: int) -> subprocess.Popen[str]:
+    """An unrelated process parked on ``name`` (it reports on its first record)."""
+    proc = spawn("idle_reader", name, park_timeout_ms)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    _wait_parked(name)
+    return proc
+
+
 def test_parked_unrelated_process_wakes_on_commit(instance: str) -> None:
     name = shm.segment_name(instance, "binance", "trades")
     with shm.Writer(name, shm.TRADE, 64) as w:
         # a 20 s park timeout: a reader that only woke on its timeout would take seconds
-        proc = spawn("idle_reader", name, 20_000)
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready"
-        _wait_parked(name)
+        proc = _parked_reader(name, 20_000)
         time.sleep(0.2)
         w.commit(payload(np.array([0]))[0])
         out, err = proc.communicate(timeout=30)
@@ -50,10 +57,7 @@ def test_parked_unrelated_process_wakes_on_commit(instance: str) -> None:
 def test_idle_parked_reader_uses_almost_no_cpu(instance: str) -> None:
     name = shm.segment_name(instance, "okx", "trades")
     with shm.Writer(name, shm.TRADE, 64) as w:
-        proc = spawn("idle_reader", name, 100)  # default-like timeout: wakes 10×/s to check
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready"
-        _wait_parked(name)
+        proc = _parked_reader(name, 100)  # default-like timeout: wakes 10×/s to check
         ps = psutil.Process(proc.pid)
         before = ps.cpu_times()
         time.sleep(2.0)
@@ -76,10 +80,7 @@ def test_writer_does_not_wake_when_nobody_is_parked(instance: str) -> None:
 def test_reader_killed_while_parked_stops_costing_wakeups(instance: str) -> None:
     name = shm.segment_name(instance, "bybit", "bbo")
     with shm.Writer(name, shm.TRADE, 64) as w:
-        proc = spawn("idle_reader", name, 20_000)
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready"
-        _wait_parked(name)
+        proc = _parked_reader(name, 20_000)
         proc.kill()
         proc.wait(timeout=10)
         assert _parked(name) != 0  # its bit is stuck: every commit would pay a FUTEX_WAKE
