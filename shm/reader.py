@@ -265,8 +265,8 @@ class Reader:
         alive = writer_alive(seg.get(H.WRITER_PID), seg.get(H.WRITER_START_TIME))
         state = seg.get(H.STATE)
         self._writer_stale = alive and now - seg.get(H.HEARTBEAT_NS) > self._stale_ns
-        if alive and state == SegmentState.RUNNING:
-            return
+        if (alive and state == SegmentState.RUNNING) or state == SegmentState.INIT:
+            return  # INIT: created (e.g. by the supervisor) but no writer has started yet
         if seg.path_inode() not in (0, seg.inode) and self._reopen():
             return
         if self._hw[_TAIL_W] <= self._st[ST_NEXT]:

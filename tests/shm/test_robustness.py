@@ -156,6 +156,19 @@ def test_gc_never_removes_a_segment_claimed_after_it_looked(instance: str,
     restarted[0].close(unlink=True)
 
 
+def test_reader_waits_quietly_for_a_segment_nobody_writes_yet(instance: str) -> None:
+    name = shm.segment_name(instance, "okx", "trades")
+    w = shm.Writer(name, shm.TRADE, 8)
+    seg = Segment.open(name, writable=True)
+    seg.set(H.STATE, shm.layout.SegmentState.INIT)  # as a supervisor leaves a fresh segment
+    seg.set(H.WRITER_PID, 0)
+    seg.close()
+    with shm.Reader(name) as r:
+        for _ in range(3):
+            assert len(r.poll(timeout_s=0.3)) == 0  # waits, no WriterGone
+    w.close(unlink=True)
+
+
 def test_registry_survives_unknown_state(instance: str) -> None:
     name = shm.segment_name(instance, "okx", "funding")
     with shm.Writer(name, shm.TRADE, 8):
