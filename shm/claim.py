@@ -93,7 +93,7 @@ def _init_header(seg: Segment, dtype: np.dtype, capacity: int, kind: SegmentKind
 
 def _problem(seg: Segment, dtype: np.dtype, capacity: int, kind: SegmentKind,
              record_size: int) -> str:
-    if seg.size < HEADER_SIZE or seg.get(H.MAGIC) != MAGIC:
+    if seg.get(H.MAGIC) != MAGIC:
         return "not a microstream segment (bad magic)"
     if seg.get(H.LAYOUT_VERSION) != LAYOUT_VERSION:
         return f"layout v{seg.get(H.LAYOUT_VERSION)}, this build writes v{LAYOUT_VERSION}"
@@ -129,17 +129,22 @@ def claim_segment(name: str, dtype: np.dtype, capacity: int, kind: SegmentKind,
                 seg = Segment.from_fd(name, fd, writable=True)
                 _init_header(seg, dtype, capacity, kind, record_size, generation)
             else:
-                seg = Segment.from_fd(name, fd, writable=True)
-                problem = _problem(seg, dtype, capacity, kind, record_size)
+                if os.fstat(fd).st_size < HEADER_SIZE:
+                    seg, problem = None, "smaller than a header (not a microstream segment)"
+                else:
+                    seg = Segment.from_fd(name, fd, writable=True)
+                    problem = _problem(seg, dtype, capacity, kind, record_size)
                 if problem:
+                    if seg is not None and seg.get(H.MAGIC) == MAGIC:
+                        generation = seg.get(H.GENERATION)
+                    if seg is not None:
+                        seg.close()
                     if not replace:
                         raise LayoutMismatch(f"segment {name}: {problem}")
-                    if seg.size >= HEADER_SIZE and seg.get(H.MAGIC) == MAGIC:
-                        generation = seg.get(H.GENERATION)
                     os.unlink(path)  # under our lock: no writer can be using it
-                    seg.close()
                     os.close(fd)
                     continue
+                assert seg is not None  # no problem found means the file was mapped
         except BaseException:
             os.close(fd)
             raise

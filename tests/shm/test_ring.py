@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from bus_procs import mismatches, payload
@@ -118,6 +120,16 @@ def test_takeover_bumps_generation_and_continues_seq(name: str) -> None:
         assert r.poll()["seq"].tolist() == [3, 4]
         assert r.stats.discontinuities == 1 and r.stats.generation == 2
         w2.close(unlink=True)
+
+
+def test_foreign_file_is_refused_or_replaced(name: str) -> None:
+    with open(os.path.join(shm.SHM_DIR, name), "wb") as f:
+        f.write(b"not ours")
+    with pytest.raises(shm.LayoutMismatch, match="smaller than a header"):
+        shm.Writer(name, shm.TRADE, 8)
+    with shm.Writer(name, shm.TRADE, 8, replace=True) as w:
+        assert w.commit_batch(payload(np.arange(2))) == 1
+    shm.Writer(name, shm.TRADE, 8).close(unlink=True)
 
 
 def test_layout_change_needs_replace(name: str) -> None:
