@@ -91,6 +91,21 @@ def _init_header(seg: Segment, dtype: np.dtype, capacity: int, kind: SegmentKind
     seg.set(H.MAGIC, MAGIC)
 
 
+def _inspect(name: str, fd: int, dtype: np.dtype, capacity: int, kind: SegmentKind,
+             record_size: int) -> Segment | tuple[str, int]:
+    """Map an existing file we hold the lock on; on a mismatch unmap it and return
+    ``(problem, its generation)`` instead."""
+    if os.fstat(fd).st_size < HEADER_SIZE:
+        return "smaller than a header (not a microstream segment)", 0
+    seg = Segment.from_fd(name, fd, writable=True)
+    problem = _problem(seg, dtype, capacity, kind, record_size)
+    if not problem:
+        return seg
+    generation = seg.get(H.GENERATION) if seg.get(H.MAGIC) == MAGIC else 0
+    seg.close()
+    return problem, generation
+
+
 def _problem(seg: Segment, dtype: np.dtype, capacity: int, kind: SegmentKind,
              record_size: int) -> str:
     if seg.get(H.MAGIC) != MAGIC:
@@ -129,22 +144,15 @@ def claim_segment(name: str, dtype: np.dtype, capacity: int, kind: SegmentKind,
                 seg = Segment.from_fd(name, fd, writable=True)
                 _init_header(seg, dtype, capacity, kind, record_size, generation)
             else:
-                if os.fstat(fd).st_size < HEADER_SIZE:
-                    seg, problem = None, "smaller than a header (not a microstream segment)"
-                else:
-                    seg = Segment.from_fd(name, fd, writable=True)
-                    problem = _problem(seg, dtype, capacity, kind, record_size)
-                if problem:
-                    if seg is not None and seg.get(H.MAGIC) == MAGIC:
-                        generation = seg.get(H.GENERATION)
-                    if seg is not None:
-                        seg.close()
+                found = _inspect(name, fd, dtype, capacity, kind, record_size)
+                if isinstance(found, tuple):
+                    problem, generation = found
                     if not replace:
                         raise LayoutMismatch(f"segment {name}: {problem}")
                     os.unlink(path)  # under our lock: no writer can be using it
                     os.close(fd)
                     continue
-                assert seg is not None  # no problem found means the file was mapped
+                seg = found
         except BaseException:
             os.close(fd)
             raise
