@@ -37,6 +37,19 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rate", type=int, metavar="N",
                      help="synthetic trades per second (overrides [demo] rate_per_s)")
 
+    venue = sub.add_parser("venue", help="run a local exchange venue replaying recordings")
+    venue.add_argument("--exchange", required=True, choices=("binance", "bybit", "okx"))
+    venue.add_argument("--replay", nargs="+", required=True, metavar="FILE",
+                       help="recordings (*.frames.jsonl[.gz] with sidecars, or capture .gz)")
+    pace = venue.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=float, default=1.0, metavar="X",
+                      help="replay X times faster than recorded (default: 1)")
+    pace.add_argument("--flood", action="store_true", help="as fast as the socket takes frames")
+    venue.add_argument("--host", default="127.0.0.1")
+    venue.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    venue.add_argument("--rest-weight-limit", type=int, default=2400, metavar="W",
+                       help="REST request weight allowed per minute before 429 (default: 2400)")
+
     bus = sub.add_parser("shm", help="inspect or clean the shared-memory bus")
     bus_sub = bus.add_subparsers(dest="shm_command", required=True)
     ls = bus_sub.add_parser("ls", help="list segments with writer liveness")
@@ -74,6 +87,19 @@ def _shm_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _venue(args: argparse.Namespace) -> int:
+    from workers.venue import RecordingError, VenueConfig, run_venue
+
+    try:
+        config = VenueConfig(exchange=args.exchange, replay=args.replay, speed=args.speed,
+                             flood=args.flood, host=args.host, port=args.port,
+                             rest_weight_limit_per_min=args.rest_weight_limit)
+        return run_venue(config)
+    except (RecordingError, ValueError) as exc:
+        print(f"microstream venue: {exc}", file=sys.stderr)
+        return 2
+
+
 def _run(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -94,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "venue":
+            return _venue(args)
         if args.command == "shm":
             return _shm_ls(args) if args.shm_command == "ls" else _shm_gc(args)
     except ConfigError as exc:

@@ -1,0 +1,13 @@
+"""A local exchange venue: Binance, Bybit and OKX public WebSocket (and REST) protocols served
+from real recordings, so the engine can be tested, benchmarked and demonstrated offline."""
+
+from .launcher import VenueProcess, run_venue, start_venue
+from .protocol import Session, VenueProtocolError, open_session
+from .recording import Recording, RecordingError, load_recording, topic_of
+from .server import Venue, VenueConfig
+
+__all__ = [
+    "Recording", "RecordingError", "Session", "Venue", "VenueConfig", "VenueProcess",
+    "VenueProtocolError", "load_recording", "open_session", "run_venue", "start_venue",
+    "topic_of",
+]

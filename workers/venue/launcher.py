@@ -1,0 +1,74 @@
+"""Run a venue in the foreground (``microstream venue``) or in a subprocess (tests, benchmarks)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+from types import TracebackType
+
+import uvloop
+
+from .server import Venue, VenueConfig
+
+__all__ = ["VenueProcess", "run_venue", "start_venue"]
+
+
+def run_venue(config: VenueConfig) -> int:
+    """Serve until SIGINT/SIGTERM. Prints one JSON line when listening: exchange, URLs, frames."""
+
+    async def main() -> None:
+        venue = Venue(config)
+        await venue.start()
+        print(json.dumps({"exchange": config.exchange, "ws_url": venue.ws_url,
+                          "rest_url": venue.rest_url, "frames": len(venue.frames),
+                          "topics": sorted(set(venue.topics))}), flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await venue.close()
+
+    uvloop.run(main())
+    return 0
+
+
+class VenueProcess:
+    """A venue in a child process; ``ws_url``/``rest_url`` are ready once constructed."""
+
+    def __init__(self, args: list[str], timeout_s: float = 60.0) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "engine", "venue", *args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # the ready line (or EOF if it failed)
+        if not line:
+            err = self.proc.communicate(timeout=timeout_s)[1]
+            raise RuntimeError(f"venue did not start: {err.strip()}")
+        self.info = json.loads(line)
+        self.ws_url: str = self.info["ws_url"]
+        self.rest_url: str = self.info["rest_url"]
+
+    def stop(self) -> int:
+        """SIGTERM, wait, and return the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+    def __enter__(self) -> VenueProcess:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def start_venue(exchange: str, replay: list[str], *, speed: float = 1.0, flood: bool = False,
+                rest_weight_limit: int = 2400) -> VenueProcess:
+    """Start ``microstream venue`` on a free loopback port; returns when it is listening."""
+    args = ["--exchange", exchange, "--port", "0", "--rest-weight-limit",
+            str(rest_weight_limit), "--replay", *replay]
+    args += ["--flood"] if flood else ["--speed", str(speed)]
+    return VenueProcess(args)

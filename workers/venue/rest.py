@@ -1,0 +1,99 @@
+"""The venue's REST endpoints, answered on the WebSocket port (picows serves plain GETs too).
+
+Binance: ``GET /api/v3/depth`` and ``/fapi/v1/depth`` (``symbol``, ``limit``) from the recording's
+REST snapshot files, each request charged its documented weight against a per-minute budget,
+reported in ``X-MBX-USED-WEIGHT-1M``; over budget the answer is 429 with ``Retry-After`` (seconds to
+the next minute) and Binance's ``-1003`` body. Bybit and OKX REST arrive with the synthetic mode.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import msgspec
+
+__all__ = ["RestApi", "find_depth_snapshots"]
+
+_json = msgspec.json.Encoder()
+_SPOT_WEIGHTS = ((100, 5), (500, 25), (1000, 50), (5000, 250))   # limit ≤ N → weight
+_FUTURES_WEIGHTS = ((50, 2), (100, 5), (500, 10), (1000, 20))
+
+
+def find_depth_snapshots(recordings: list[str], topics: set[str]) -> dict[str, bytes]:
+    """REST depth bodies next to the recordings, by upper-case symbol.
+
+    ``NAME.rest_depth_<SYMBOL>.json`` names its symbol; a single ``NAME.rest_depth_snapshot.json``
+    belongs to the recording's only symbol (taken from its topics).
+    """
+    out: dict[str, bytes] = {}
+    symbols = {t.split("@")[0].upper() for t in topics}
+    for rec in recordings:
+        path = Path(rec)
+        stem = path.name.split(".frames.jsonl")[0]
+        for snap in sorted(path.parent.glob(f"{stem}.rest_depth_*.json")):
+            tag = snap.name[len(stem) + len(".rest_depth_"):-len(".json")]
+            if tag == "snapshot":
+                if len(symbols) != 1:
+                    continue  # ambiguous: no symbol to give it
+                tag = next(iter(symbols))
+            out[tag.upper()] = snap.read_bytes()
+    return out
+
+
+class RestApi:
+    """Answers GET requests: ``handle(path) -> (status, body, headers)``."""
+
+    def __init__(self, exchange: str, depth: dict[str, bytes], weight_limit_per_min: int):
+        self.exchange = exchange
+        self.weight_limit = weight_limit_per_min
+        self._depth = {sym: msgspec.json.decode(body) for sym, body in depth.items()}
+        self._minute = 0
+        self._used = 0
+        self.requests = 0
+        self.rejected = 0
+
+    def handle(self, path: str) -> tuple[int, bytes, dict[str, str]]:
+        """Status, JSON body and extra headers for ``GET path``."""
+        self.requests += 1
+        parts = urlsplit(path)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        if self.exchange == "binance" and parts.path in ("/api/v3/depth", "/fapi/v1/depth"):
+            return self._binance_depth(parts.path.startswith("/fapi"), query)
+        return 404, _json.encode({"code": -1, "msg": f"no endpoint {parts.path}"}), {}
+
+    def _charge(self, weight: int) -> dict[str, str] | None:
+        now = time.time()
+        minute = int(now // 60)
+        if minute != self._minute:
+            self._minute, self._used = minute, 0
+        if self._used + weight > self.weight_limit:
+            return None
+        self._used += weight
+        return {"X-MBX-USED-WEIGHT-1M": str(self._used)}
+
+    def _binance_depth(self, futures: bool, query: dict[str, str]
+                       ) -> tuple[int, bytes, dict[str, str]]:
+        try:
+            limit = int(query.get("limit", "100" if not futures else "500"))
+        except ValueError:
+            return 400, _json.encode({"code": -1100, "msg": "Illegal characters in 'limit'"}), {}
+        table = _FUTURES_WEIGHTS if futures else _SPOT_WEIGHTS
+        weight = next((w for top, w in table if limit <= top), None)
+        if weight is None or limit < 1:
+            return 400, _json.encode({"code": -1100, "msg": f"Illegal limit {limit}"}), {}
+        headers = self._charge(weight)
+        if headers is None:
+            self.rejected += 1
+            retry = str(60 - int(time.time()) % 60)
+            msg = (f"Too much request weight used; current limit is {self.weight_limit} "
+                   "request weight per 1 MINUTE.")
+            return 429, _json.encode({"code": -1003, "msg": msg}), {
+                "Retry-After": retry, "X-MBX-USED-WEIGHT-1M": str(self._used)}
+        book = self._depth.get(query.get("symbol", "").upper())
+        if book is None:
+            return 400, _json.encode({"code": -1121, "msg": "Invalid symbol."}), headers
+        body = dict(book)
+        body["bids"], body["asks"] = book["bids"][:limit], book["asks"][:limit]
+        return 200, _json.encode(body), headers

@@ -1,0 +1,182 @@
+"""The venue server: picows WebSocket connections replaying recorded frames, REST on the side.
+
+Each connection gets its own replay from the first frame, starting when it first has a
+subscription, and receives only the frames of its topics, rendered as the exchange would send
+them. Pacing: the recording's receive times divided by ``speed``, or ``flood`` (as fast as the
+socket takes them, waiting only while the transport asks to pause writing). The send path is a
+plain loop over preloaded frames: no parsing, no per-frame allocation beyond picows' own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+
+import msgspec
+from picows import (
+    WSFrame,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+    ws_create_server,
+)
+
+from .protocol import Session, VenueProtocolError, open_session
+from .recording import load_recording
+from .rest import RestApi, find_depth_snapshots
+
+__all__ = ["Venue", "VenueConfig"]
+
+log = logging.getLogger("microstream.venue")
+
+
+class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What one venue serves and how fast."""
+
+    exchange: str
+    replay: list[str]
+    speed: float = 1.0                  # 1 = original pacing, 10 = ten times faster
+    flood: bool = False                 # ignore pacing: as fast as the socket takes frames
+    host: str = "127.0.0.1"
+    port: int = 0                       # 0: any free port
+    rest_weight_limit_per_min: int = 2400
+
+    def __post_init__(self) -> None:
+        if self.speed <= 0:
+            raise ValueError(f"speed must be > 0, not {self.speed}")
+        if not self.replay:
+            raise ValueError("a replay venue needs at least one recording")
+
+
+class Venue:
+    """A local exchange endpoint; ``await start()`` then ``ws_url``/``rest_url``."""
+
+    def __init__(self, config: VenueConfig) -> None:
+        self.config = config
+        recordings = [load_recording(p, config.exchange) for p in config.replay]
+        merged = list(heapq.merge(*(zip(r.recv_ns, r.topics, r.frames, strict=True)
+                                    for r in recordings), key=lambda item: item[0]))
+        self.recv_ns = [m[0] for m in merged]
+        self.topics = [m[1] for m in merged]
+        self.frames = [m[2] for m in merged]
+        self.rest = RestApi(config.exchange, find_depth_snapshots(config.replay,
+                                                                  set(self.topics)),
+                            config.rest_weight_limit_per_min)
+        self.connections: list[_Connection] = []
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    @property
+    def ws_url(self) -> str:
+        """Base WebSocket URL (append the exchange's path)."""
+        return f"ws://{self.config.host}:{self.port}"
+
+    @property
+    def rest_url(self) -> str:
+        """Base REST URL (the same port)."""
+        return f"http://{self.config.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Listen; ``port`` holds the bound port afterwards."""
+        self._server = await ws_create_server(self._accept, self.config.host, self.config.port,
+                                              enable_auto_pong=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        """Stop listening and drop every connection."""
+        if self._server is not None:
+            self._server.close()
+        for conn in self.connections:
+            conn.close()
+
+    def _accept(self, request: WSUpgradeRequest
+                ) -> WSListener | WSUpgradeResponseWithListener | None:
+        path = request.path.decode("latin-1")
+        if request.headers.get("upgrade", "").lower() != "websocket":
+            status, body, headers = self.rest.handle(path)
+            headers["Content-Type"] = "application/json"
+            response = WSUpgradeResponse.create_error_response(status, body, headers) \
+                if status != 200 else WSUpgradeResponse.create_ok_response(body, headers)
+            return WSUpgradeResponseWithListener(response, None)
+        try:
+            session = open_session(self.config.exchange, path)
+        except VenueProtocolError as exc:
+            log.info("refused %s: %s", path, exc)
+            return None  # picows answers 404
+        conn = _Connection(self, session)
+        self.connections.append(conn)
+        return conn
+
+
+class _Connection(WSListener):
+    def __init__(self, venue: Venue, session: Session) -> None:
+        self.venue = venue
+        self.session = session
+        self.sent = 0
+        self.finished = False
+        self._subscribed = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._task: asyncio.Task[None] | None = None
+        self._transport: WSTransport | None = None
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self._transport = transport
+        if self.session.topics:
+            self._subscribed.set()
+        self._task = asyncio.get_running_loop().create_task(self._replay(transport))
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type == WSMsgType.TEXT:
+            for reply in self.session.on_text(frame.get_payload_as_bytes()):
+                transport.send(WSMsgType.TEXT, reply)
+            if self.session.topics:
+                self._subscribed.set()
+        elif frame.msg_type == WSMsgType.CLOSE:
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.close()
+        if self in self.venue.connections:
+            self.venue.connections.remove(self)
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._transport is not None:
+            self._transport.disconnect()
+
+    async def _replay(self, transport: WSTransport) -> None:
+        await self._subscribed.wait()
+        venue, session = self.venue, self.session
+        frames, topics, recv = venue.frames, venue.topics, venue.recv_ns
+        flood, speed = venue.config.flood, venue.config.speed
+        loop = asyncio.get_running_loop()
+        start, base = loop.time(), recv[0]
+        text = WSMsgType.TEXT
+        for i, frame in enumerate(frames):
+            if topics[i] not in session.topics:
+                continue
+            if flood:
+                if not self._writable.is_set():
+                    await self._writable.wait()
+                elif self.sent & 1023 == 1023:
+                    await asyncio.sleep(0)  # let client frames (pings, subscribes) in
+            else:
+                delay = start + (recv[i] - base) / 1e9 / speed - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            transport.send(text, session.render(frame))
+            self.sent += 1
+        self.finished = True
