@@ -43,6 +43,11 @@ class Session:
         """The bytes to send for a recorded data frame (the frame itself unless overridden)."""
         return frame
 
+    @property
+    def sends_as_recorded(self) -> bool:
+        """True if :meth:`render` returns frames unchanged (the venue's pre-encoded frames fit)."""
+        return True
+
 
 # -- Binance --------------------------------------------------------------------------------
 _BINANCE_ROUTES = {  # USD-M routed endpoints: which stream types each route carries
@@ -98,6 +103,10 @@ class BinanceSession(Session):
             return [_json.encode({"error": {"code": 2, "msg": f"Invalid request: unknown "
                                             f"method {method!r}"}, "id": ident})]
         return [_json.encode({"result": None, "id": ident})]
+
+    @property
+    def sends_as_recorded(self) -> bool:
+        return self.combined
 
     def render(self, frame: bytes) -> bytes:
         if self.combined:

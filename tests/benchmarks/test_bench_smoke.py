@@ -1,4 +1,4 @@
-"""Smoke test of the bus benchmark: it runs, prints well-formed JSON lines, numbers are sane.
+"""Smoke tests of the benchmarks: they run, print well-formed JSON lines, numbers are sane.
 
 The figures themselves are not asserted (this machine is shared and noisy); only their shape.
 """
@@ -29,3 +29,12 @@ def test_ring_bench_quick_emits_plausible_json_lines() -> None:
     assert 0 < by[("wake_floor", "p50")] <= by[("wake_floor", "p99")]
     assert by[("env", "cpus")] >= 1
     assert not [i for i in shm.list_segments("bench")]  # everything it created is gone
+
+
+def test_venue_bench_quick_counts_every_frame() -> None:
+    out = subprocess.run([sys.executable, "benchmarks/venue_bench.py", "--quick"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    by = {d["metric"]: d for d in map(json.loads, out.stdout.splitlines())}
+    assert by["throughput"]["frames"] == 93_953 and by["throughput"]["value"] > 0
+    assert by["bandwidth"]["unit"] == "MB/s" and by["venue_cpu"]["value"] > 0
