@@ -49,6 +49,9 @@ def _build_parser() -> argparse.ArgumentParser:
     venue.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
     venue.add_argument("--rest-weight-limit", type=int, default=2400, metavar="W",
                        help="REST request weight allowed per minute before 429 (default: 2400)")
+    venue.add_argument("--faults", default="", metavar="SPEC",
+                       help="inject faults, e.g. 'drop=0.01,corrupt@120,stall=0.001:2s,seed=7' "
+                            "(see workers/venue/faults.py); each is logged on stderr")
 
     bus = sub.add_parser("shm", help="inspect or clean the shared-memory bus")
     bus_sub = bus.add_subparsers(dest="shm_command", required=True)
@@ -93,7 +96,8 @@ def _venue(args: argparse.Namespace) -> int:
     try:
         config = VenueConfig(exchange=args.exchange, replay=args.replay, speed=args.speed,
                              flood=args.flood, host=args.host, port=args.port,
-                             rest_weight_limit_per_min=args.rest_weight_limit)
+                             rest_weight_limit_per_min=args.rest_weight_limit,
+                             faults=args.faults)
         return run_venue(config)
     except (RecordingError, ValueError) as exc:
         print(f"microstream venue: {exc}", file=sys.stderr)

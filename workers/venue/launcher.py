@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -18,6 +19,8 @@ __all__ = ["VenueProcess", "run_venue", "start_venue"]
 
 def run_venue(config: VenueConfig) -> int:
     """Serve until SIGINT/SIGTERM. Prints one JSON line when listening: exchange, URLs, frames."""
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="venue: %(message)s")
 
     async def main() -> None:
         venue = Venue(config)
@@ -48,14 +51,21 @@ class VenueProcess:
             err = self.proc.communicate(timeout=timeout_s)[1]
             raise RuntimeError(f"venue did not start: {err.strip()}")
         self.info = json.loads(line)
+        self.stderr = ""
         self.ws_url: str = self.info["ws_url"]
         self.rest_url: str = self.info["rest_url"]
 
     def stop(self) -> int:
-        """SIGTERM, wait, and return the exit code."""
+        """SIGTERM, wait, and return the exit code (``stderr`` then holds the venue's log)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=30)
+        _, self.stderr = self.proc.communicate(timeout=30)
+        return self.proc.returncode
+
+    def faults(self) -> list[dict[str, object]]:
+        """The faults the venue injected (after :meth:`stop`), as logged."""
+        return [json.loads(line[len("venue: "):]) for line in self.stderr.splitlines()
+                if line.startswith('venue: {"fault"')]
 
     def __enter__(self) -> VenueProcess:
         return self
@@ -66,9 +76,11 @@ class VenueProcess:
 
 
 def start_venue(exchange: str, replay: list[str], *, speed: float = 1.0, flood: bool = False,
-                rest_weight_limit: int = 2400) -> VenueProcess:
-    """Start ``microstream venue`` on a free loopback port; returns when it is listening."""
+                rest_weight_limit: int = 2400, faults: str = "") -> VenueProcess:
+    """Start ``microstream venue`` on a free loopback port; returns when it is listening.
+
+    Injected faults are logged on the child's stderr (``VenueProcess.stop`` returns them)."""
     args = ["--exchange", exchange, "--port", "0", "--rest-weight-limit",
-            str(rest_weight_limit), "--replay", *replay]
+            str(rest_weight_limit), "--faults", faults, "--replay", *replay]
     args += ["--flood"] if flood else ["--speed", str(speed)]
     return VenueProcess(args)

@@ -48,6 +48,10 @@ class Session:
         """True if :meth:`render` returns frames unchanged (the venue's pre-encoded frames fit)."""
         return True
 
+    def error_frame(self) -> bytes:
+        """An error frame in this exchange's shape (sent by fault injection)."""
+        raise NotImplementedError
+
 
 # -- Binance --------------------------------------------------------------------------------
 _BINANCE_ROUTES = {  # USD-M routed endpoints: which stream types each route carries
@@ -108,6 +112,10 @@ class BinanceSession(Session):
     def sends_as_recorded(self) -> bool:
         return self.combined
 
+    def error_frame(self) -> bytes:
+        return _json.encode({"error": {"code": 3, "msg": "Invalid JSON: injected by the venue"},
+                             "id": None})
+
     def render(self, frame: bytes) -> bytes:
         if self.combined:
             return frame
@@ -136,6 +144,9 @@ class BybitSession(Session):
                                  "conn_id": self.conn_id, "req_id": req_id, "op": op})
         return _json.encode({"success": success, "ret_msg": ret_msg, "conn_id": self.conn_id,
                              "req_id": req_id, "op": op})
+
+    def error_frame(self) -> bytes:
+        return self._reply("subscribe", "", False, "error:injected by the venue")
 
     def on_text(self, text: bytes) -> list[bytes]:
         try:
@@ -178,6 +189,9 @@ class OkxSession(Session):
 
     def _error(self, code: str, msg: str) -> bytes:
         return _json.encode({"event": "error", "code": code, "msg": msg, "connId": self.conn_id})
+
+    def error_frame(self) -> bytes:
+        return self._error("60009", "Internal error: injected by the venue")
 
     def on_text(self, text: bytes) -> list[bytes]:
         if text == b"ping":

@@ -17,9 +17,11 @@ import asyncio
 import heapq
 import logging
 import struct
+import time
 
 import msgspec
 from picows import (
+    WSCloseCode,
     WSFrame,
     WSListener,
     WSMsgType,
@@ -30,6 +32,7 @@ from picows import (
     ws_create_server,
 )
 
+from .faults import FaultPlan, parse_faults
 from .protocol import Session, VenueProtocolError, open_session
 from .recording import load_recording
 from .rest import RestApi, find_depth_snapshots
@@ -60,6 +63,7 @@ class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 0                       # 0: any free port
     rest_weight_limit_per_min: int = 2400
+    faults: str = ""                    # fault spec, see workers.venue.faults
 
     def __post_init__(self) -> None:
         if self.speed <= 0:
@@ -83,8 +87,12 @@ class Venue:
         self.rest = RestApi(config.exchange, find_depth_snapshots(config.replay,
                                                                   set(self.topics)),
                             config.rest_weight_limit_per_min)
+        self.faults = parse_faults(config.faults)
+        self.fault_log = FaultPlan(self.faults, "venue", 0)  # connection- and REST-level faults
         self.connections: list[_Connection] = []
+        self.accepted = 0
         self._server: asyncio.Server | None = None
+        self._started = 0.0
         self.port = 0
 
     @property
@@ -102,6 +110,7 @@ class Venue:
         self._server = await ws_create_server(self._accept, self.config.host, self.config.port,
                                               enable_auto_pong=True)
         self.port = self._server.sockets[0].getsockname()[1]
+        self._started = time.monotonic()
 
     async def close(self) -> None:
         """Stop listening and drop every connection."""
@@ -113,8 +122,12 @@ class Venue:
     def _accept(self, request: WSUpgradeRequest
                 ) -> WSListener | WSUpgradeResponseWithListener | None:
         path = request.path.decode("latin-1")
+        if time.monotonic() - self._started < self.faults.refuse_s:
+            self.fault_log.record("refuse", path=path)
+            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(
+                503, b"venue refusing connections (injected)"), None)
         if request.headers.get("upgrade", "").lower() != "websocket":
-            status, body, headers = self.rest.handle(path)
+            status, body, headers = self._rest_fault(path) or self.rest.handle(path)
             headers["Content-Type"] = "application/json"
             response = WSUpgradeResponse.create_error_response(status, body, headers) \
                 if status != 200 else WSUpgradeResponse.create_ok_response(body, headers)
@@ -124,15 +137,28 @@ class Venue:
         except VenueProtocolError as exc:
             log.info("refused %s: %s", path, exc)
             return None  # picows answers 404
-        conn = _Connection(self, session)
+        self.accepted += 1
+        plan = FaultPlan(self.faults, session.conn_id, self.accepted) if self.faults.active \
+            else None
+        conn = _Connection(self, session, plan)
         self.connections.append(conn)
         return conn
 
+    def _rest_fault(self, path: str) -> tuple[int, bytes, dict[str, str]] | None:
+        spec, draw = self.faults, self.fault_log.draw
+        for status, p in ((418, spec.rest_418), (429, spec.rest_429)):
+            if p and draw() < p:
+                self.fault_log.record(f"rest_{status}", path=path)
+                body = b'{"code":-1003,"msg":"Way too much request weight used (injected)."}'
+                return status, body, {"Retry-After": "1"}
+        return None
+
 
 class _Connection(WSListener):
-    def __init__(self, venue: Venue, session: Session) -> None:
+    def __init__(self, venue: Venue, session: Session, plan: FaultPlan | None) -> None:
         self.venue = venue
         self.session = session
+        self.plan = plan
         self.sent = 0
         self.finished = False
         self._subscribed = asyncio.Event()
@@ -186,6 +212,8 @@ class _Connection(WSListener):
         loop = asyncio.get_running_loop()
         start, base = loop.time(), recv[0]
         batch: list[bytes] = []
+        plan, index = self.plan, 0
+        held: bytes | None = None  # a frame the "reorder" fault sends after the next one
         for i, frame in enumerate(encoded):
             if topics[i] not in session.topics:
                 continue
@@ -196,9 +224,26 @@ class _Connection(WSListener):
                         write(b"".join(batch))
                         batch.clear()
                     await asyncio.sleep(delay)
+            if plan is not None:
+                kind = plan.decide(index, topics[i])
+                index += 1
+                if kind is not None:
+                    if batch:
+                        write(b"".join(batch))
+                        batch.clear()
+                    if kind == "reorder":
+                        held = frame
+                        continue
+                    if not await self._inject(kind, frame, session.render(venue.frames[i])):
+                        return
+                    if kind != "stall":
+                        continue
             batch.append(frame)
+            if held is not None:
+                batch.append(held)
+                held = None
             self.sent += 1
-            if len(batch) == _BATCH_FRAMES:
+            if len(batch) >= _BATCH_FRAMES:
                 write(b"".join(batch))
                 batch.clear()
                 # yield: client frames (pings, subscribes) get in; wait if the socket is full
@@ -206,3 +251,31 @@ class _Connection(WSListener):
         if batch:
             write(b"".join(batch))
         self.finished = True
+
+    async def _inject(self, kind: str, frame: bytes, payload: bytes) -> bool:
+        """Carry out one frame fault; False if the connection is gone afterwards.
+
+        A stall returns True and the frame is then sent normally."""
+        transport = self._transport
+        assert transport is not None and self.plan is not None
+        write = transport.underlying_transport.write
+        if kind == "duplicate":
+            write(frame + frame)
+        elif kind == "corrupt":
+            mid = len(payload) // 2
+            # control characters are invalid anywhere in JSON, inside strings too
+            write(ws_text_frame(payload[:mid] + b"\x00\x01\x02" + payload[mid + 3:]))
+        elif kind == "truncate":
+            write(ws_text_frame(payload[:len(payload) // 2]))
+        elif kind == "error":
+            write(ws_text_frame(self.session.error_frame()))
+        elif kind == "stall":
+            await asyncio.sleep(self.plan.spec.stall_s)
+        elif kind == "close":
+            transport.send_close(WSCloseCode.OK, b"closed by the venue (injected)")
+            transport.disconnect()
+            return False
+        elif kind == "abort":
+            transport.underlying_transport.abort()
+            return False
+        return True
