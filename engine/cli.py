@@ -39,8 +39,17 @@ def _build_parser() -> argparse.ArgumentParser:
 
     venue = sub.add_parser("venue", help="run a local exchange venue replaying recordings")
     venue.add_argument("--exchange", required=True, choices=("binance", "bybit", "okx"))
-    venue.add_argument("--replay", nargs="+", required=True, metavar="FILE",
-                       help="recordings (*.frames.jsonl[.gz] with sidecars, or capture .gz)")
+    source = venue.add_mutually_exclusive_group(required=True)
+    source.add_argument("--replay", nargs="+", metavar="FILE",
+                        help="recordings (*.frames.jsonl[.gz] with sidecars, or capture .gz)")
+    source.add_argument("--synthetic", action="store_true",
+                        help="a seeded synthetic market (see --symbols, --rate, --seconds)")
+    venue.add_argument("--symbols", type=int, default=1, help="synthetic: symbols (1..10)")
+    venue.add_argument("--rate", type=float, default=1000.0, metavar="HZ",
+                       help="synthetic: market events per second over all symbols")
+    venue.add_argument("--seconds", type=float, default=60.0,
+                       help="synthetic: length of the generated timeline")
+    venue.add_argument("--seed", type=int, default=7, help="synthetic: random seed")
     pace = venue.add_mutually_exclusive_group()
     pace.add_argument("--speed", type=float, default=1.0, metavar="X",
                       help="replay X times faster than recorded (default: 1)")
@@ -91,10 +100,14 @@ def _shm_gc(args: argparse.Namespace) -> int:
 
 
 def _venue(args: argparse.Namespace) -> int:
-    from workers.venue import RecordingError, VenueConfig, run_venue
+    from workers.venue import RecordingError, SyntheticConfig, VenueConfig, run_venue
 
     try:
-        config = VenueConfig(exchange=args.exchange, replay=args.replay, speed=args.speed,
+        synthetic = SyntheticConfig(exchange=args.exchange, symbols=args.symbols,
+                                    rate_hz=args.rate, seconds=args.seconds,
+                                    seed=args.seed) if args.synthetic else None
+        config = VenueConfig(exchange=args.exchange, replay=args.replay or [],
+                             synthetic=synthetic, speed=args.speed,
                              flood=args.flood, host=args.host, port=args.port,
                              rest_weight_limit_per_min=args.rest_weight_limit,
                              faults=args.faults)

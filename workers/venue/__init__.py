@@ -5,9 +5,10 @@ from .launcher import VenueProcess, run_venue, start_venue
 from .protocol import Session, VenueProtocolError, open_session
 from .recording import Recording, RecordingError, load_recording, topic_of
 from .server import Venue, VenueConfig
+from .synthetic import SyntheticConfig, generate, okx_checksum
 
 __all__ = [
-    "Recording", "RecordingError", "Session", "Venue", "VenueConfig", "VenueProcess",
-    "VenueProtocolError", "load_recording", "open_session", "run_venue", "start_venue",
-    "topic_of",
+    "Recording", "RecordingError", "Session", "SyntheticConfig", "Venue", "VenueConfig",
+    "VenueProcess", "VenueProtocolError", "generate", "load_recording", "okx_checksum",
+    "open_session", "run_venue", "start_venue", "topic_of",
 ]

@@ -1,9 +1,10 @@
 """The venue's REST endpoints, answered on the WebSocket port (picows serves plain GETs too).
 
 Binance: ``GET /api/v3/depth`` and ``/fapi/v1/depth`` (``symbol``, ``limit``) from the recording's
-REST snapshot files, each request charged its documented weight against a per-minute budget,
-reported in ``X-MBX-USED-WEIGHT-1M``; over budget the answer is 429 with ``Retry-After`` (seconds to
-the next minute) and Binance's ``-1003`` body. Bybit and OKX REST arrive with the synthetic mode.
+REST snapshot files (or the synthetic book at its start), each request charged its documented
+weight against a per-minute budget, reported in ``X-MBX-USED-WEIGHT-1M``; over budget the answer
+is 429 with ``Retry-After`` (seconds to the next minute) and Binance's ``-1003`` body.
+OKX: ``GET /api/v5/public/instruments?instType=SWAP`` (with ``ctVal``) for synthetic markets.
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ def find_depth_snapshots(recordings: list[str], topics: set[str]) -> dict[str, b
 class RestApi:
     """Answers GET requests: ``handle(path) -> (status, body, headers)``."""
 
-    def __init__(self, exchange: str, depth: dict[str, bytes], weight_limit_per_min: int):
+    def __init__(self, exchange: str, depth: dict[str, bytes], weight_limit_per_min: int,
+                 instruments: list[dict[str, str]] | None = None):
         self.exchange = exchange
+        self._instruments = instruments or []
         self.weight_limit = weight_limit_per_min
         self._depth = {sym: msgspec.json.decode(body) for sym, body in depth.items()}
         self._minute = 0
@@ -61,6 +64,13 @@ class RestApi:
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         if self.exchange == "binance" and parts.path in ("/api/v3/depth", "/fapi/v1/depth"):
             return self._binance_depth(parts.path.startswith("/fapi"), query)
+        if self.exchange == "okx" and parts.path == "/api/v5/public/instruments":
+            kind = query.get("instType", "")
+            data = [i for i in self._instruments if i["instType"] == kind]
+            if not kind:
+                return 400, _json.encode({"code": "51000", "msg": "Parameter instType error",
+                                          "data": []}), {}
+            return 200, _json.encode({"code": "0", "msg": "", "data": data}), {}
         return 404, _json.encode({"code": -1, "msg": f"no endpoint {parts.path}"}), {}
 
     def _charge(self, weight: int) -> dict[str, str] | None:

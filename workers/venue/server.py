@@ -36,6 +36,7 @@ from .faults import FaultPlan, parse_faults
 from .protocol import Session, VenueProtocolError, open_session
 from .recording import load_recording
 from .rest import RestApi, find_depth_snapshots
+from .synthetic import SyntheticConfig, generate
 
 __all__ = ["Venue", "VenueConfig"]
 
@@ -57,7 +58,8 @@ class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """What one venue serves and how fast."""
 
     exchange: str
-    replay: list[str]
+    replay: list[str] = []              # recordings, or:
+    synthetic: SyntheticConfig | None = None
     speed: float = 1.0                  # 1 = original pacing, 10 = ten times faster
     flood: bool = False                 # ignore pacing: as fast as the socket takes frames
     host: str = "127.0.0.1"
@@ -68,8 +70,10 @@ class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if self.speed <= 0:
             raise ValueError(f"speed must be > 0, not {self.speed}")
-        if not self.replay:
-            raise ValueError("a replay venue needs at least one recording")
+        if bool(self.replay) == (self.synthetic is not None):
+            raise ValueError("give recordings to replay or a synthetic market, not both")
+        if self.synthetic is not None and self.synthetic.exchange != self.exchange:
+            raise ValueError("the synthetic market's exchange differs from the venue's")
 
 
 class Venue:
@@ -77,16 +81,22 @@ class Venue:
 
     def __init__(self, config: VenueConfig) -> None:
         self.config = config
-        recordings = [load_recording(p, config.exchange) for p in config.replay]
-        merged = list(heapq.merge(*(zip(r.recv_ns, r.topics, r.frames, strict=True)
-                                    for r in recordings), key=lambda item: item[0]))
+        if config.synthetic is not None:
+            merged, state = generate(config.synthetic)
+            depth: dict[str, bytes] = state["depth"]  # type: ignore[assignment]
+            instruments: list[dict[str, str]] = state["instruments"]  # type: ignore[assignment]
+        else:
+            recordings = [load_recording(p, config.exchange) for p in config.replay]
+            merged = list(heapq.merge(*(zip(r.recv_ns, r.topics, r.frames, strict=True)
+                                        for r in recordings), key=lambda item: item[0]))
+            depth = find_depth_snapshots(config.replay, {m[1] for m in merged})
+            instruments = []
         self.recv_ns = [m[0] for m in merged]
         self.topics = [m[1] for m in merged]
         self.frames = [m[2] for m in merged]
         self.encoded = [ws_text_frame(f) for f in self.frames]
-        self.rest = RestApi(config.exchange, find_depth_snapshots(config.replay,
-                                                                  set(self.topics)),
-                            config.rest_weight_limit_per_min)
+        self.rest = RestApi(config.exchange, depth, config.rest_weight_limit_per_min,
+                            instruments)
         self.faults = parse_faults(config.faults)
         self.fault_log = FaultPlan(self.faults, "venue", 0)  # connection- and REST-level faults
         self.connections: list[_Connection] = []
