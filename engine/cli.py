@@ -54,6 +54,8 @@ def _build_parser() -> argparse.ArgumentParser:
     pace.add_argument("--speed", type=float, default=1.0, metavar="X",
                       help="replay X times faster than recorded (default: 1)")
     pace.add_argument("--flood", action="store_true", help="as fast as the socket takes frames")
+    venue.add_argument("--loop", action="store_true",
+                       help="restart the timeline when it ends (books re-snapshot), for soak runs")
     venue.add_argument("--host", default="127.0.0.1")
     venue.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
     venue.add_argument("--rest-weight-limit", type=int, default=2400, metavar="W",
@@ -110,7 +112,7 @@ def _venue(args: argparse.Namespace) -> int:
                              synthetic=synthetic, speed=args.speed,
                              flood=args.flood, host=args.host, port=args.port,
                              rest_weight_limit_per_min=args.rest_weight_limit,
-                             faults=args.faults)
+                             faults=args.faults, loop=args.loop)
         return run_venue(config)
     except (RecordingError, ValueError) as exc:
         print(f"microstream venue: {exc}", file=sys.stderr)

@@ -155,3 +155,30 @@ def test_synthetic_venue_serves_generated_frames_and_rest() -> None:
             f"{venue.rest_url}/api/v5/public/instruments?instType=SWAP") as r:
         data = json.loads(r.read())["data"]
     assert data[0]["instId"] == "BTC-USDT-SWAP" and data[0]["ctVal"] == "0.01"
+
+
+def test_loop_restarts_the_timeline_with_a_fresh_snapshot_and_side_table() -> None:
+    params = {"symbols": 1, "rate": 500, "seconds": 1, "seed": 3}
+    frames, _ = _frames("okx", symbols=1, rate_hz=500, seconds=1, seed=3)
+    books = [f for _, t, f in frames if t == "books:BTC-USDT-SWAP"]
+    with start_venue("okx", [], flood=True, synthetic=params, loop=True) as venue:
+        got = texts(talk(f"{venue.ws_url}/ws/v5/public", sends=[
+            b'{"op":"subscribe","args":[{"channel":"books","instId":"BTC-USDT-SWAP"}]}'],
+            want=1 + 3 * len(books), settle_s=0))[1:]
+        with urllib.request.urlopen(f"{venue.rest_url}/venue/connections") as r:
+            table = json.loads(r.read())
+    assert got[:3 * len(books)] == books * 3  # the same consistent timeline, snapshot first
+    conn = table["closed"][0]
+    assert conn["loops"] >= 2 and len(conn["replay_starts_ns"]) == conn["loops"] + 1
+    assert conn["replay_starts_ns"] == sorted(conn["replay_starts_ns"])
+    assert table["flood"] is True and conn["topics"] == ["books:BTC-USDT-SWAP"]
+
+
+def test_binance_open_interest_rest_follows_the_synthetic_series() -> None:
+    params = {"symbols": 2, "rate": 500, "seconds": 5, "seed": 4}
+    _, rest = _frames("binance", symbols=2, rate_hz=500, seconds=5, seed=4)
+    with start_venue("binance", [], flood=True, synthetic=params) as venue, \
+            urllib.request.urlopen(f"{venue.rest_url}/fapi/v1/openInterest?symbol=ETHUSDT") as r:
+        body = json.loads(r.read())
+        assert r.headers["X-MBX-USED-WEIGHT-1M"] == "1"
+    assert body["symbol"] == "ETHUSDT" and body["openInterest"] in rest["open_interest"]["ETHUSDT"]

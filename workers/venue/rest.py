@@ -47,9 +47,12 @@ class RestApi:
     """Answers GET requests: ``handle(path) -> (status, body, headers)``."""
 
     def __init__(self, exchange: str, depth: dict[str, bytes], weight_limit_per_min: int,
-                 instruments: list[dict[str, str]] | None = None):
+                 instruments: list[dict[str, str]] | None = None,
+                 open_interest: dict[str, list[str]] | None = None):
         self.exchange = exchange
         self._instruments = instruments or []
+        self._open_interest = open_interest or {}
+        self._started = time.monotonic()
         self.weight_limit = weight_limit_per_min
         self._depth = {sym: msgspec.json.decode(body) for sym, body in depth.items()}
         self._minute = 0
@@ -64,6 +67,8 @@ class RestApi:
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         if self.exchange == "binance" and parts.path in ("/api/v3/depth", "/fapi/v1/depth"):
             return self._binance_depth(parts.path.startswith("/fapi"), query)
+        if self.exchange == "binance" and parts.path == "/fapi/v1/openInterest":
+            return self._binance_open_interest(query.get("symbol", "").upper())
         if self.exchange == "okx" and parts.path == "/api/v5/public/instruments":
             kind = query.get("instType", "")
             data = [i for i in self._instruments if i["instType"] == kind]
@@ -83,6 +88,27 @@ class RestApi:
         self._used += weight
         return {"X-MBX-USED-WEIGHT-1M": str(self._used)}
 
+    def _over_budget(self) -> tuple[int, bytes, dict[str, str]]:
+        """Binance's 429: ``-1003``, ``Retry-After`` = seconds to the next minute."""
+        self.rejected += 1
+        msg = (f"Too much request weight used; current limit is {self.weight_limit} "
+               "request weight per 1 MINUTE.")
+        return 429, _json.encode({"code": -1003, "msg": msg}), {
+            "Retry-After": str(60 - int(time.time()) % 60),
+            "X-MBX-USED-WEIGHT-1M": str(self._used)}
+
+    def _binance_open_interest(self, symbol: str) -> tuple[int, bytes, dict[str, str]]:
+        """The synthetic open interest at the venue's elapsed second (weight 1)."""
+        headers = self._charge(1)
+        if headers is None:
+            return self._over_budget()
+        series = self._open_interest.get(symbol)
+        if not series:
+            return 400, _json.encode({"code": -1121, "msg": "Invalid symbol."}), headers
+        second = min(int(time.monotonic() - self._started), len(series) - 1)
+        return 200, _json.encode({"openInterest": series[second], "symbol": symbol,
+                                  "time": int(time.time() * 1000)}), headers
+
     def _binance_depth(self, futures: bool, query: dict[str, str]
                        ) -> tuple[int, bytes, dict[str, str]]:
         try:
@@ -95,12 +121,7 @@ class RestApi:
             return 400, _json.encode({"code": -1100, "msg": f"Illegal limit {limit}"}), {}
         headers = self._charge(weight)
         if headers is None:
-            self.rejected += 1
-            retry = str(60 - int(time.time()) % 60)
-            msg = (f"Too much request weight used; current limit is {self.weight_limit} "
-                   "request weight per 1 MINUTE.")
-            return 429, _json.encode({"code": -1003, "msg": msg}), {
-                "Retry-After": retry, "X-MBX-USED-WEIGHT-1M": str(self._used)}
+            return self._over_budget()
         book = self._depth.get(query.get("symbol", "").upper())
         if book is None:
             return 400, _json.encode({"code": -1121, "msg": "Invalid symbol."}), headers

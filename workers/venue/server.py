@@ -9,6 +9,11 @@ The send path writes pre-encoded WebSocket frames (unmasked server frames, built
 straight to the TCP transport, many frames per ``write``: one syscall per frame capped the
 venue at ~164 k frames/s. picows' own replies (acks, pongs) go through the same transport, so the
 byte stream stays a sequence of whole frames in order.
+
+Intended send times for latency benchmarks are not put into the frames (clients must parse the
+exchange's bytes unchanged): ``GET /venue/connections`` publishes each connection's replay start
+on CLOCK_MONOTONIC (``time.perf_counter_ns()``, system-wide) and the speed, so frame ``i`` was due
+at ``replay_start + (recv_ns[i] - recv_ns[0]) / speed``, computable from the same recording.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import heapq
 import logging
 import struct
 import time
+from collections import deque
 
 import msgspec
 from picows import (
@@ -66,6 +72,7 @@ class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     port: int = 0                       # 0: any free port
     rest_weight_limit_per_min: int = 2400
     faults: str = ""                    # fault spec, see workers.venue.faults
+    loop: bool = False                  # restart the timeline when it ends (soak runs)
 
     def __post_init__(self) -> None:
         if self.speed <= 0:
@@ -85,21 +92,23 @@ class Venue:
             merged, state = generate(config.synthetic)
             depth: dict[str, bytes] = state["depth"]  # type: ignore[assignment]
             instruments: list[dict[str, str]] = state["instruments"]  # type: ignore[assignment]
+            open_interest: dict[str, list[str]] = state["open_interest"]  # type: ignore[assignment]
         else:
             recordings = [load_recording(p, config.exchange) for p in config.replay]
             merged = list(heapq.merge(*(zip(r.recv_ns, r.topics, r.frames, strict=True)
                                         for r in recordings), key=lambda item: item[0]))
             depth = find_depth_snapshots(config.replay, {m[1] for m in merged})
-            instruments = []
+            instruments, open_interest = [], {}
         self.recv_ns = [m[0] for m in merged]
         self.topics = [m[1] for m in merged]
         self.frames = [m[2] for m in merged]
         self.encoded = [ws_text_frame(f) for f in self.frames]
         self.rest = RestApi(config.exchange, depth, config.rest_weight_limit_per_min,
-                            instruments)
+                            instruments, open_interest)
         self.faults = parse_faults(config.faults)
         self.fault_log = FaultPlan(self.faults, "venue", 0)  # connection- and REST-level faults
         self.connections: list[_Connection] = []
+        self.closed_connections: deque[dict[str, object]] = deque(maxlen=100)
         self.accepted = 0
         self._server: asyncio.Server | None = None
         self._started = 0.0
@@ -137,7 +146,15 @@ class Venue:
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(
                 503, b"venue refusing connections (injected)"), None)
         if request.headers.get("upgrade", "").lower() != "websocket":
-            status, body, headers = self._rest_fault(path) or self.rest.handle(path)
+            headers: dict[str, str] = {}
+            if path == "/venue/connections":
+                status, body = 200, msgspec.json.encode({
+                    "speed": self.config.speed, "flood": self.config.flood,
+                    "recv_ns": [self.recv_ns[0], self.recv_ns[-1]],
+                    "connections": [c.describe() for c in self.connections],
+                    "closed": list(self.closed_connections)})
+            else:
+                status, body, headers = self._rest_fault(path) or self.rest.handle(path)
             headers["Content-Type"] = "application/json"
             response = WSUpgradeResponse.create_error_response(status, body, headers) \
                 if status != 200 else WSUpgradeResponse.create_ok_response(body, headers)
@@ -170,6 +187,9 @@ class _Connection(WSListener):
         self.session = session
         self.plan = plan
         self.sent = 0
+        self.data_frames = 0  # data frames considered for faults, across loops
+        self.loops = 0
+        self.replay_starts_ns: list[int] = []
         self.finished = False
         self._subscribed = asyncio.Event()
         self._writable = asyncio.Event()
@@ -197,6 +217,7 @@ class _Connection(WSListener):
         self.close()
         if self in self.venue.connections:
             self.venue.connections.remove(self)
+            self.venue.closed_connections.append(self.describe())
 
     def pause_writing(self) -> None:
         self._writable.clear()
@@ -212,17 +233,26 @@ class _Connection(WSListener):
 
     async def _replay(self, transport: WSTransport) -> None:
         await self._subscribed.wait()
+        session = self.session
+        # identity rendering (most endpoints) can use the venue's pre-encoded frames
+        encoded = self.venue.encoded if session.sends_as_recorded else \
+            [ws_text_frame(session.render(f)) for f in self.venue.frames]
+        while await self._play_once(transport, encoded) and self.venue.config.loop:
+            self.loops += 1
+        self.finished = True
+
+    async def _play_once(self, transport: WSTransport, encoded: list[bytes]) -> bool:
+        """One pass over the timeline; False if a fault closed the connection."""
         venue, session = self.venue, self.session
         topics, recv = venue.topics, venue.recv_ns
-        # identity rendering (most endpoints) can use the venue's pre-encoded frames
-        encoded = venue.encoded if session.sends_as_recorded else \
-            [ws_text_frame(session.render(f)) for f in venue.frames]
         flood, speed = venue.config.flood, venue.config.speed
         write = transport.underlying_transport.write
         loop = asyncio.get_running_loop()
         start, base = loop.time(), recv[0]
+        # the side table for latency benchmarks: frame i is due at start + (recv[i] - base)/speed
+        self.replay_starts_ns.append(time.perf_counter_ns())
         batch: list[bytes] = []
-        plan, index = self.plan, 0
+        plan = self.plan
         held: bytes | None = None  # a frame the "reorder" fault sends after the next one
         for i, frame in enumerate(encoded):
             if topics[i] not in session.topics:
@@ -235,8 +265,8 @@ class _Connection(WSListener):
                         batch.clear()
                     await asyncio.sleep(delay)
             if plan is not None:
-                kind = plan.decide(index, topics[i])
-                index += 1
+                kind = plan.decide(self.data_frames, topics[i])
+                self.data_frames += 1
                 if kind is not None:
                     if batch:
                         write(b"".join(batch))
@@ -245,7 +275,7 @@ class _Connection(WSListener):
                         held = frame
                         continue
                     if not await self._inject(kind, frame, session.render(venue.frames[i])):
-                        return
+                        return False
                     if kind != "stall":
                         continue
             batch.append(frame)
@@ -260,7 +290,15 @@ class _Connection(WSListener):
                 await (self._writable.wait() if not self._writable.is_set() else asyncio.sleep(0))
         if batch:
             write(b"".join(batch))
-        self.finished = True
+        return True
+
+    def describe(self) -> dict[str, object]:
+        """This connection for ``GET /venue/connections``."""
+        return {"conn_id": self.session.conn_id, "path": self.session.path,
+                "topics": sorted(self.session.topics), "sent": self.sent,
+                "loops": self.loops, "finished": self.finished,
+                "replay_starts_ns": self.replay_starts_ns,
+                "faults": self.plan.injected if self.plan else []}
 
     async def _inject(self, kind: str, frame: bytes, payload: bytes) -> bool:
         """Carry out one frame fault; False if the connection is gone afterwards.

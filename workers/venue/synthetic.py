@@ -389,7 +389,8 @@ _FORMATS: dict[str, type[_Binance] | type[_Bybit] | type[_Okx]] = {
 
 def generate(config: SyntheticConfig) -> tuple[list[Frame], dict[str, object]]:
     """The timeline of frames (receive ns from 0, topic, bytes) and the REST state:
-    ``{"depth": {SYMBOL: body}, "instruments": [...]}``."""
+    ``{"depth": {SYMBOL: body}, "open_interest": {SYMBOL: [per second]}, "instruments": [...]}``.
+    """
     try:
         fmt_class = _FORMATS[config.exchange]
     except KeyError:
@@ -399,8 +400,11 @@ def generate(config: SyntheticConfig) -> tuple[list[Frame], dict[str, object]]:
                for base, price in _BASES[:config.symbols]]
     fmts: list[_Format] = [fmt_class(m) for m in markets]
     frames: list[Frame] = [f for fmt in fmts for f in fmt.start(0)]
+    binance = [(m, fmt) for m, fmt in zip(markets, fmts, strict=True) if isinstance(fmt, _Binance)]
+    open_interest = {fmt.sym: [_lots(m.open_interest)] for m, fmt in binance}  # per second
     rest: dict[str, object] = {
-        "depth": {fmt.sym: fmt.rest_depth() for fmt in fmts if isinstance(fmt, _Binance)},
+        "depth": {fmt.sym: fmt.rest_depth() for _, fmt in binance},
+        "open_interest": open_interest,
         "instruments": [fmt.instrument() for fmt in fmts if isinstance(fmt, _Okx)]}
     events = int(config.rate_hz * config.seconds)
     step_ns = 1e9 / config.rate_hz
@@ -411,6 +415,8 @@ def generate(config: SyntheticConfig) -> tuple[list[Frame], dict[str, object]]:
             for market, fmt in zip(markets, fmts, strict=True):
                 market.tick_second()
                 frames += fmt.second(next_second)
+            for market, fmt in binance:  # USD-M open interest is REST only
+                open_interest[fmt.sym].append(_lots(market.open_interest))
             next_second += 1_000_000_000
         i = n % len(markets)
         market, fmt = markets[i], fmts[i]
