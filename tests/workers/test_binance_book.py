@@ -65,9 +65,8 @@ def _replay(name: str, futures: bool, snapshot_after: int) -> dict[str, int]:
         assert verdict == Verdict.APPLY, f"gap at U={event.U}"  # type: ignore[attr-defined]
         book.apply(*levels(event.b), *levels(event.a))  # type: ignore[attr-defined]
         ref.apply(event.b, event.a)  # type: ignore[union-attr, attr-defined]
-        for mine, theirs in zip((book.bid_px[:book.n_bids], book.bid_qty[:book.n_bids],
-                                 book.ask_px[:book.n_asks], book.ask_qty[:book.n_asks]),
-                                ref.arrays(), strict=True):  # type: ignore[union-attr]
+        for mine, theirs in zip(book.levels(1 << 30), ref.arrays(),  # type: ignore[union-attr]
+                                strict=True):
             assert np.array_equal(mine, theirs)
         assert not book.crossed()
         counts["applied"] += 1
@@ -139,13 +138,19 @@ def test_sync_rules_by_hand() -> None:
 
 
 def test_kernel_insert_update_delete_and_overflow() -> None:
-    px, qty = np.zeros(3), np.zeros(3)
+    px, qty = np.zeros(3), np.zeros(3)  # a bid side: stored worst first (ascending)
     n = apply_levels(px, qty, 0, np.array([10.0, 12.0, 11.0]), np.array([1.0, 2.0, 3.0]), True)
-    assert n == 3 and px.tolist() == [12.0, 11.0, 10.0] and qty.tolist() == [2.0, 3.0, 1.0]
+    assert n == 3 and px.tolist() == [10.0, 11.0, 12.0] and qty.tolist() == [1.0, 3.0, 2.0]
     n = apply_levels(px, qty, n, np.array([11.0, 12.0]), np.array([0.0, 5.0]), True)
-    assert n == 2 and px[:2].tolist() == [12.0, 10.0] and qty[:2].tolist() == [5.0, 1.0]
+    assert n == 2 and px[:2].tolist() == [10.0, 12.0] and qty[:2].tolist() == [1.0, 5.0]
     n = apply_levels(px, qty, n, np.array([9.0, 8.0]), np.array([1.0, 1.0]), True)
     assert n == -1  # the second insert does not fit
+    book = Book(capacity=8)
+    book.apply(np.array([1.0, 3.0, 2.0]), np.array([1.0, 1.0, 1.0]), np.array([5.0, 4.0]),
+               np.array([2.0, 2.0]))
+    assert book.top() == (3.0, 1.0, 4.0, 2.0) and not book.crossed()
+    assert [v.tolist() for v in book.levels(2)] == [[3.0, 2.0], [1.0, 1.0], [4.0, 5.0],
+                                                    [2.0, 2.0]]
     with pytest.raises(Exception, match="full"):
         Book(capacity=1).apply(np.array([1.0, 2.0]), np.array([1.0, 1.0]), np.empty(0),
                                np.empty(0))
