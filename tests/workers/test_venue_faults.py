@@ -113,3 +113,24 @@ def test_spec_errors_name_the_item() -> None:
         parse_faults("explode@3")
     assert parse_faults("").active is False
     assert is_book_topic("orderbook.50.BTCUSDT") and not is_book_topic("publicTrade.BTCUSDT")
+
+
+def test_reorder_twice_and_at_the_end_loses_nothing() -> None:
+    expected = _recorded(USDM, "binance", {DEPTH})
+    last = len(expected) - 1
+    with start_venue("binance", [USDM], flood=True,
+                     faults=f"reorder@3,reorder@4,reorder@{last}") as venue:
+        got = texts(talk(_depth_url(venue.ws_url), want=len(expected)))
+    assert sorted(got) == sorted(expected) and len(got) == len(expected)
+    assert got[3:6] == [expected[5], expected[3], expected[4]]
+
+
+def test_loop_with_nothing_to_send_does_not_block_the_venue() -> None:
+    with start_venue("okx", [], flood=True, loop=True,
+                     synthetic={"symbols": 1, "rate": 100, "seconds": 1}) as venue:
+        # a valid channel this timeline never carries: every pass sends nothing
+        talk(f"{venue.ws_url}/ws/v5/public", sends=[
+            b'{"op":"subscribe","args":[{"channel":"books","instId":"ETH-USDT-SWAP"}]}'],
+            settle_s=0.5)
+        with urllib.request.urlopen(f"{venue.rest_url}/venue/connections", timeout=5) as r:
+            assert json.loads(r.read())["closed"][0]["loops"] >= 1

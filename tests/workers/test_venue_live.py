@@ -166,3 +166,14 @@ def test_replay_keeps_the_recorded_pacing_at_speed_x() -> None:
         elapsed = time.monotonic() - start
     assert got[1:] == expected
     assert 0.7 < elapsed < 4.0, elapsed
+
+
+def test_rest_snapshots_are_keyed_by_market_and_recording() -> None:
+    spot = str(DATA / "binance/hftbacktest_spot_btcusdt_20240808.frames.jsonl.gz")
+    with start_venue("binance", [USDM, spot], flood=True) as venue:
+        with urllib.request.urlopen(f"{venue.rest_url}/fapi/v1/depth?symbol=BTCUSDT&limit=5"
+                                    ) as r:
+            assert json.loads(r.read())["lastUpdateId"] == 5123107852948  # USD-M's
+        with urllib.request.urlopen(f"{venue.rest_url}/api/v3/depth?symbol=BTCUSDT&limit=5"
+                                    ) as r:
+            assert json.loads(r.read())["lastUpdateId"] == 50093239218    # spot's

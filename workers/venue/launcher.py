@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import selectors
 import signal
 import subprocess
 import sys
+import tempfile
 from types import TracebackType
 
 import uvloop
@@ -40,26 +42,59 @@ def run_venue(config: VenueConfig) -> int:
 
 
 class VenueProcess:
-    """A venue in a child process; ``ws_url``/``rest_url`` are ready once constructed."""
+    """A venue in a child process; ``ws_url``/``rest_url`` are ready once constructed.
+
+    The child's stderr (its log, with every injected fault) goes to a temporary file, never to
+    a pipe nobody drains: a full pipe would block the venue inside its logger.
+    """
 
     def __init__(self, args: list[str], timeout_s: float = 60.0) -> None:
+        self._log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen([sys.executable, "-m", "engine", "venue", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # the ready line (or EOF if it failed)
-        if not line:
-            err = self.proc.communicate(timeout=timeout_s)[1]
-            raise RuntimeError(f"venue did not start: {err.strip()}")
-        self.info = json.loads(line)
+                                     stdout=subprocess.PIPE, stderr=self._log, text=True)
         self.stderr = ""
+        try:
+            self.info = json.loads(self._ready_line(timeout_s))
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            self._read_log()
+            self._log.close()
+            raise
         self.ws_url: str = self.info["ws_url"]
         self.rest_url: str = self.info["rest_url"]
 
+    def _ready_line(self, timeout_s: float) -> str:
+        assert self.proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            if not sel.select(timeout_s):
+                raise RuntimeError(f"venue did not start within {timeout_s:g} s")
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(timeout=timeout_s)
+            self._read_log()
+            raise RuntimeError(f"venue did not start: {self.stderr.strip()}")
+        return line
+
+    def _read_log(self) -> None:
+        self._log.seek(0)
+        self.stderr = self._log.read()
+
     def stop(self) -> int:
-        """SIGTERM, wait, and return the exit code (``stderr`` then holds the venue's log)."""
+        """SIGTERM (SIGKILL after 30 s), wait; ``stderr`` then holds the venue's log."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        _, self.stderr = self.proc.communicate(timeout=30)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        if not self._log.closed:
+            self._read_log()
+            self._log.close()
         return self.proc.returncode
 
     def faults(self) -> list[dict[str, object]]:

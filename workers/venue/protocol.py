@@ -125,7 +125,8 @@ class BinanceSession(Session):
 
 # -- Bybit v5 -------------------------------------------------------------------------------
 _BYBIT_TOPIC = re.compile(
-    r"^(orderbook\.(1|50|200|500|1000)|publicTrade|tickers|kline\.\w+|allLiquidation)\.[A-Z0-9]+$")
+    r"^(orderbook\.(1|25|50|100|200|500|1000)|publicTrade|tickers|kline\.\w+|allLiquidation)"
+    r"\.[A-Z0-9-]+$")  # option symbols carry dashes: BTC-28MAR25-60000-C
 
 
 class BybitSession(Session):
@@ -210,7 +211,8 @@ class OkxSession(Session):
             channel = arg.get("channel") if isinstance(arg, dict) else None
             key = (arg.get("instType") if channel == "liquidation-orders" else
                    arg.get("instId")) if isinstance(arg, dict) else None
-            if (channel not in _OKX_CHANNELS and channel != "liquidation-orders") or not key:
+            if not isinstance(channel, str) or not isinstance(key, str) or not key or (
+                    channel not in _OKX_CHANNELS and channel != "liquidation-orders"):
                 replies.append(self._error("60018", f"Wrong URL or channel:{channel},instId:"
                                                     f"{key} doesn't exist."))
                 continue

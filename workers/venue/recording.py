@@ -41,7 +41,7 @@ class Recording(msgspec.Struct, frozen=True):
 
 _BINANCE = re.compile(rb'^\{"stream":"([^"]+)"')
 _BYBIT = re.compile(rb'"topic":"([^"]+)"')
-_OKX = re.compile(rb'"arg":\{"channel":"([^"]+)","instId":"([^"]+)"')
+_OKX = re.compile(rb'"arg":\{"channel":"([^"]+)","inst(?:Id|Type)":"([^"]+)"')
 _OKX_EVENT = re.compile(rb'^\{"event":')
 
 

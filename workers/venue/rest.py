@@ -15,6 +15,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
+from .recording import Recording
+
 __all__ = ["RestApi", "find_depth_snapshots"]
 
 _json = msgspec.json.Encoder()
@@ -22,24 +24,27 @@ _SPOT_WEIGHTS = ((100, 5), (500, 25), (1000, 50), (5000, 250))   # limit â‰¤ N â
 _FUTURES_WEIGHTS = ((50, 2), (100, 5), (500, 10), (1000, 20))
 
 
-def find_depth_snapshots(recordings: list[str], topics: set[str]) -> dict[str, bytes]:
-    """REST depth bodies next to the recordings, by upper-case symbol.
+def find_depth_snapshots(recordings: list[Recording]) -> dict[str, bytes]:
+    """REST depth bodies next to the recordings, keyed ``"api:SYMBOL"`` (spot) or
+    ``"fapi:SYMBOL"`` (USD-M: its depth events carry ``pu``).
 
     ``NAME.rest_depth_<SYMBOL>.json`` names its symbol; a single ``NAME.rest_depth_snapshot.json``
-    belongs to the recording's only symbol (taken from its topics).
+    belongs to that recording's only symbol (taken from its own topics).
     """
     out: dict[str, bytes] = {}
-    symbols = {t.split("@")[0].upper() for t in topics}
     for rec in recordings:
-        path = Path(rec)
+        path = Path(rec.path)
         stem = path.name.split(".frames.jsonl")[0]
+        depth = [f for f, t in zip(rec.frames, rec.topics, strict=True) if "@depth" in t]
+        market = "fapi" if depth and b'"pu":' in depth[0] else "api"
+        symbols = {t.split("@")[0].upper() for t in rec.topics}
         for snap in sorted(path.parent.glob(f"{stem}.rest_depth_*.json")):
             tag = snap.name[len(stem) + len(".rest_depth_"):-len(".json")]
             if tag == "snapshot":
                 if len(symbols) != 1:
                     continue  # ambiguous: no symbol to give it
                 tag = next(iter(symbols))
-            out[tag.upper()] = snap.read_bytes()
+            out[f"{market}:{tag.upper()}"] = snap.read_bytes()
     return out
 
 
@@ -122,7 +127,8 @@ class RestApi:
         headers = self._charge(weight)
         if headers is None:
             return self._over_budget()
-        book = self._depth.get(query.get("symbol", "").upper())
+        market = "fapi" if futures else "api"
+        book = self._depth.get(f"{market}:{query.get('symbol', '').upper()}")
         if book is None:
             return 400, _json.encode({"code": -1121, "msg": "Invalid symbol."}), headers
         body = dict(book)

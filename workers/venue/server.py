@@ -97,7 +97,7 @@ class Venue:
             recordings = [load_recording(p, config.exchange) for p in config.replay]
             merged = list(heapq.merge(*(zip(r.recv_ns, r.topics, r.frames, strict=True)
                                         for r in recordings), key=lambda item: item[0]))
-            depth = find_depth_snapshots(config.replay, {m[1] for m in merged})
+            depth = find_depth_snapshots(recordings)
             instruments, open_interest = [], {}
         self.recv_ns = [m[0] for m in merged]
         self.topics = [m[1] for m in merged]
@@ -242,28 +242,37 @@ class _Connection(WSListener):
         self.finished = True
 
     async def _play_once(self, transport: WSTransport, encoded: list[bytes]) -> bool:
-        """One pass over the timeline; False if a fault closed the connection."""
+        """One pass over the timeline; False if a fault closed the connection.
+
+        Pacing runs on CLOCK_MONOTONIC in ns (``perf_counter_ns``, the clock of the published
+        replay start): sleep until 1 ms before a frame is due, then spin to the due time, so no
+        frame leaves early (uvloop's timers have millisecond resolution).
+        """
         venue, session = self.venue, self.session
         topics, recv = venue.topics, venue.recv_ns
         flood, speed = venue.config.flood, venue.config.speed
         write = transport.underlying_transport.write
-        loop = asyncio.get_running_loop()
-        start, base = loop.time(), recv[0]
+        clock = time.perf_counter_ns
+        start, base = clock(), recv[0]
         # the side table for latency benchmarks: frame i is due at start + (recv[i] - base)/speed
-        self.replay_starts_ns.append(time.perf_counter_ns())
+        self.replay_starts_ns.append(start)
         batch: list[bytes] = []
         plan = self.plan
-        held: bytes | None = None  # a frame the "reorder" fault sends after the next one
+        held: list[bytes] = []  # frames the "reorder" fault sends after the next one
+        sent_before = self.sent
         for i, frame in enumerate(encoded):
             if topics[i] not in session.topics:
                 continue
             if not flood:
-                delay = start + (recv[i] - base) / 1e9 / speed - loop.time()
-                if delay > 0:
+                due = start + int((recv[i] - base) / speed)
+                if due > clock():
                     if batch:
                         write(b"".join(batch))
                         batch.clear()
-                    await asyncio.sleep(delay)
+                    if due - clock() > 1_000_000:
+                        await asyncio.sleep((due - clock()) / 1e9 - 0.001)
+                    while clock() < due:
+                        pass
             if plan is not None:
                 kind = plan.decide(self.data_frames, topics[i])
                 self.data_frames += 1
@@ -272,24 +281,30 @@ class _Connection(WSListener):
                         write(b"".join(batch))
                         batch.clear()
                     if kind == "reorder":
-                        held = frame
+                        held.append(frame)
                         continue
                     if not await self._inject(kind, frame, session.render(venue.frames[i])):
                         return False
                     if kind != "stall":
                         continue
             batch.append(frame)
-            if held is not None:
-                batch.append(held)
-                held = None
+            if held:
+                batch += held
+                held.clear()
             self.sent += 1
             if len(batch) >= _BATCH_FRAMES:
                 write(b"".join(batch))
                 batch.clear()
                 # yield: client frames (pings, subscribes) get in; wait if the socket is full
                 await (self._writable.wait() if not self._writable.is_set() else asyncio.sleep(0))
+        batch += held  # a frame held back by "reorder" at the very end still goes out
         if batch:
             write(b"".join(batch))
+        if not flood:  # a paced timeline lasts as long as it was recorded, even if idle at its end
+            await asyncio.sleep(max(0.0, (start + (recv[-1] - base) / speed - clock()) / 1e9))
+        # A pass always yields; one that sent nothing (no subscribed topic in the timeline) waits,
+        # so that a looping connection can never monopolise the event loop.
+        await asyncio.sleep(0.05 if self.sent == sent_before else 0)
         return True
 
     def describe(self) -> dict[str, object]:

@@ -114,12 +114,14 @@ class SyntheticMarket:
         self._trim(out)
         return out
 
-    def trade(self, block: bool) -> tuple[int, list[tuple[int, int]], list[tuple[int, int, int]]]:
+    def trade(self, block: bool, side: int = 0
+              ) -> tuple[int, list[tuple[int, int]], list[tuple[int, int, int]]]:
         """A market order: ``(aggressor side, fills [(price, lots)], book changes)``.
 
-        A normal order takes part of the touch; a block order walks several levels."""
+        A normal order takes part of the touch; a block order walks several levels. ``side``
+        forces the aggressor side (+1 buy, -1 sell), random otherwise."""
         rng = self.rng
-        side = rng.choice((1, -1))
+        side = side or rng.choice((1, -1))
         book = self.asks if side > 0 else self.bids
         want = sum(sorted(book.values())[-3:]) * rng.randint(1, 3) if block else 0
         fills: list[tuple[int, int]] = []
@@ -168,7 +170,12 @@ class _Format(Protocol):
 
 
 class _Binance:
-    """USD-M futures: combined-stream frames; ``U``/``u``/``pu`` chain; REST snapshot at start."""
+    """USD-M futures: combined-stream frames; ``U``/``u``/``pu`` chain.
+
+    The REST snapshot is the book right after the first depth event (``lastUpdateId`` = its
+    ``u``), so Binance's documented bridge ``U <= lastUpdateId <= u`` holds for that event (a
+    client re-applies it: its quantities are absolute, so that is harmless), as on the exchange.
+    """
 
     def __init__(self, m: SyntheticMarket) -> None:
         self.m, self.sym = m, f"{m.base}USDT"
@@ -176,6 +183,7 @@ class _Binance:
         self.u = 1_000_000  # last update id
         self.trade_id = 0
         self.last_liq_ms = -10_000
+        self.snapshot: bytes | None = None
 
     def _frame(self, ns: int, stream: str, data: dict[str, object]) -> Frame:
         return ns, stream, _json.encode({"stream": stream, "data": data})
@@ -197,6 +205,8 @@ class _Binance:
                 "pu": first - 1,
                 "b": [[m.px(p), _lots(q)] for s, p, q in changes if s > 0],
                 "a": [[m.px(p), _lots(q)] for s, p, q in changes if s < 0]}
+        if self.snapshot is None:
+            self.snapshot = self.rest_depth()
         b, bq, a, aq = m.best()
         ticker = {"e": "bookTicker", "u": self.u, "s": self.sym, "b": m.px(b), "B": _lots(bq),
                   "a": m.px(a), "A": _lots(aq), "T": ms, "E": ms}
@@ -402,10 +412,6 @@ def generate(config: SyntheticConfig) -> tuple[list[Frame], dict[str, object]]:
     frames: list[Frame] = [f for fmt in fmts for f in fmt.start(0)]
     binance = [(m, fmt) for m, fmt in zip(markets, fmts, strict=True) if isinstance(fmt, _Binance)]
     open_interest = {fmt.sym: [_lots(m.open_interest)] for m, fmt in binance}  # per second
-    rest: dict[str, object] = {
-        "depth": {fmt.sym: fmt.rest_depth() for _, fmt in binance},
-        "open_interest": open_interest,
-        "instruments": [fmt.instrument() for fmt in fmts if isinstance(fmt, _Okx)]}
     events = int(config.rate_hz * config.seconds)
     step_ns = 1e9 / config.rate_hz
     next_second = 1_000_000_000
@@ -428,11 +434,17 @@ def generate(config: SyntheticConfig) -> tuple[list[Frame], dict[str, object]]:
         elif roll < 0.998:
             side, fills, changes = market.trade(block=rng.random() < 0.01)
             frames += fmt.trades(ns, side, fills) + fmt.book(ns, changes)
-        else:  # a burst of same-side liquidations, each a trade against the book
+        else:  # a burst of same-side liquidations, each a market order against the book
             side, items = rng.choice((1, -1)), []
             for _ in range(rng.randint(3, 8)):
-                _, fills, changes = market.trade(block=False)
+                _, fills, changes = market.trade(block=False, side=side)
                 items.append(fills[0])
-                frames += fmt.book(ns, changes)
+                frames += fmt.trades(ns, side, fills) + fmt.book(ns, changes)
             frames += fmt.liquidations(ns, side, items)
+    rest: dict[str, object] = {
+        "depth": {f"fapi:{fmt.sym}": fmt.snapshot or fmt.rest_depth() for _, fmt in binance},
+        "open_interest": open_interest,
+        "instruments": [fmt.instrument() for fmt in fmts if isinstance(fmt, _Okx)]}
+    if len(frames) < 2:
+        raise ValueError("the synthetic timeline is empty: raise rate_hz × seconds")
     return frames, rest
