@@ -42,7 +42,6 @@ __all__ = [
     "address_of",
     "commit_kernel",
     "compare_exchange_u32",
-    "fence",
     "fetch_and",
     "fetch_or",
     "futex_wake",
@@ -187,12 +186,6 @@ def address_of(array: np.ndarray) -> int:
 def futex_wake(addr: int) -> int:
     """Wake every process sleeping on the futex word at ``addr``; returns how many woke."""
     return _futex_wake_all(addr)
-
-
-@nb.njit(nb.void(), cache=True)
-def fence() -> None:
-    """Full (seq_cst) memory fence, callable from Python (~90 ns)."""
-    _fence_seq_cst()
 
 
 @nb.njit(nb.int64(nb.int64, nb.int64), cache=True)

@@ -154,7 +154,7 @@ class LatestReader:
         self._ids: dict[str, int] = {}
         self.torn_retries = 0
 
-    def _read_row(self, symbol_id: int) -> tuple[bytearray, int] | None:
+    def _read_row(self, symbol_id: int) -> bytearray | None:
         off = HEADER_SIZE + symbol_id * self._stride
         w = off >> 3
         words, mem = self._words, self._mem
@@ -165,7 +165,7 @@ class LatestReader:
             if not before & 1:
                 row = bytearray(mem[off:off + self._stride])
                 if words[w] == before:
-                    return (row, before) if before else None
+                    return row if before else None
             self.torn_retries += 1
             tries += 1
             if tries >= _SPIN_TRIES:
@@ -183,7 +183,7 @@ class LatestReader:
             for i in range(self.rows):
                 got = self._read_row(i)
                 if got is not None:
-                    row_name = bytes(got[0][16:64]).rstrip(b"\0").decode()
+                    row_name = bytes(got[16:64]).rstrip(b"\0").decode()
                     if row_name:
                         self._ids[row_name] = i
         try:
@@ -196,9 +196,9 @@ class LatestReader:
         symbol_id = self.symbol_id(symbol) if isinstance(symbol, str) else symbol
         _check_row(self.name, symbol_id, self.rows)
         got = self._read_row(symbol_id)
-        if got is None or int.from_bytes(got[0][8:16], "little") == 0:
+        if got is None or int.from_bytes(got[8:16], "little") == 0:
             return None  # registered (named) but no record yet
-        return np.frombuffer(got[0], self.dtype, 1, _ROW_HEADER)[0]
+        return np.frombuffer(got, self.dtype, 1, _ROW_HEADER)[0]
 
     def snapshot(self) -> dict[int, np.void]:
         """Every written row, by symbol id (each row torn-free; rows read one after another)."""

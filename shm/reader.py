@@ -37,7 +37,6 @@ from .wake import Doorbell, check_platform, futex_wait
 __all__ = ["Reader", "ReaderStats"]
 
 _TAIL_W = H.TAIL >> 3
-_GEN_W = H.GENERATION >> 3
 _WAKE_W = H.WAKE_SEQ >> 3
 _STATE_W = H.STATE >> 3
 _LIVENESS_INTERVAL_NS = 250_000_000

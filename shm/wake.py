@@ -162,10 +162,6 @@ class Doorbell:
         """Mark this reader awake."""
         fetch_and(self.parked_addr, self._clear)
 
-    def parked(self) -> int:
-        """The parked bitmap (non-zero while any reader sleeps)."""
-        return self.segment.get(DoorbellOffsets.PARKED)
-
     def close(self) -> None:
         """Give the slot back (reader) and unmap."""
         if self.slot >= 0:

@@ -14,7 +14,7 @@ from conftest import spawn
 
 import shm
 import shm.registry
-from shm.layout import HEADER_SIZE, H
+from shm.layout import H
 from shm.segment import Segment
 
 
@@ -177,7 +177,3 @@ def test_registry_survives_unknown_state(instance: str) -> None:
         seg.close()
         assert shm.list_segments(instance)[0].state == "UNKNOWN(7)"
         assert shm.gc_segments(instance) == []
-
-
-def test_records_area_starts_after_one_page() -> None:
-    assert HEADER_SIZE == 4096

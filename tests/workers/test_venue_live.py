@@ -121,6 +121,8 @@ def test_binance_rest_depth_weights_and_429(binance: VenueProcess) -> None:
     with pytest.raises(urllib.error.HTTPError) as missing:
         urllib.request.urlopen(f"{binance.rest_url}/api/v3/nothing")
     assert missing.value.code == 404
+    with urllib.request.urlopen(f"{binance.rest_url}/venue/connections") as r:
+        assert json.loads(r.read())["rest"] == {"requests": 5, "rejected": 1}
 
 
 def test_unknown_path_is_refused(binance: VenueProcess) -> None:

@@ -151,6 +151,7 @@ class Venue:
                 status, body = 200, msgspec.json.encode({
                     "speed": self.config.speed, "flood": self.config.flood,
                     "recv_ns": [self.recv_ns[0], self.recv_ns[-1]],
+                    "rest": {"requests": self.rest.requests, "rejected": self.rest.rejected},
                     "connections": [c.describe() for c in self.connections],
                     "closed": list(self.closed_connections)})
             else:
