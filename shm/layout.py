@@ -30,6 +30,7 @@ __all__ = [
     "DOORBELL_MAGIC",
     "EVENT",
     "EVENT_VALUES",
+    "FLAG_CHECKSUM_OK",
     "FLAG_ID_HASHED",
     "FLAG_LAST_IN_MESSAGE",
     "FLAG_NOT_LIVE",
@@ -170,6 +171,7 @@ class Priority(IntEnum):
 FLAG_LAST_IN_MESSAGE = 1 << 0   # depth: last level record of one exchange message
 FLAG_NOT_LIVE = 1 << 1          # record produced while its book was not LIVE
 FLAG_ID_HASHED = 1 << 2         # trade_id is a 63-bit hash of a non-numeric exchange id
+FLAG_CHECKSUM_OK = 1 << 3       # book/depth: the exchange checksum of this message verified
 
 COMMON_FIELDS: list[tuple[Any, ...]] = [
     ("seq", np.uint64),

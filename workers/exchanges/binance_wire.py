@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from itertools import chain
+from typing import Generic, TypeVar
 
 import msgspec
 import numpy as np
@@ -15,18 +16,39 @@ import numpy as np
 _chain = chain.from_iterable
 
 __all__ = [
+    "AggTrade",
     "BookTicker",
+    "Combined",
+    "Control",
     "DepthSnapshot",
     "DepthUpdate",
     "Envelope",
+    "ForceOrder",
+    "MarkPrice",
+    "OpenInterest",
     "Trade",
+    "decode_agg_trade",
     "decode_book_ticker",
+    "decode_control",
     "decode_depth",
     "decode_envelope",
+    "decode_force_order",
+    "decode_mark_price",
+    "decode_open_interest",
     "decode_snapshot",
     "decode_trade",
     "levels",
 ]
+
+
+T = TypeVar("T")
+
+
+class Combined(msgspec.Struct, Generic[T], gc=False):
+    """A combined-stream frame decoded straight into its event type (one decode per frame;
+    the worker routes on the stream name before decoding)."""
+
+    data: T
 
 
 class Envelope(msgspec.Struct, gc=False):
@@ -74,6 +96,71 @@ class Trade(msgspec.Struct, gc=False):
     T: int = 0
 
 
+class AggTrade(msgspec.Struct, gc=False):
+    """``aggTrade``: fills of one taker order at one price; ``a`` is the aggregate id."""
+
+    E: int
+    s: str
+    a: int
+    p: float
+    q: float
+    m: bool
+    T: int = 0
+
+
+class MarkPrice(msgspec.Struct, gc=False):
+    """``markPriceUpdate``: mark ``p``, index ``i``, funding rate ``r``, next funding ``T``."""
+
+    E: int
+    s: str
+    p: float
+    i: float = float("nan")
+    r: float = float("nan")
+    T: int = 0
+
+
+class LiquidationOrder(msgspec.Struct, gc=False):
+    """The order inside ``forceOrder``: side ``S``, price ``p``/average ``ap``, filled ``z``."""
+
+    s: str
+    S: str
+    q: float
+    p: float
+    ap: float = 0.0
+    z: float = 0.0
+    T: int = 0
+
+
+class ForceOrder(msgspec.Struct, gc=False):
+    """``forceOrder``: a liquidation order (sampled: at most one per symbol per second)."""
+
+    E: int
+    o: LiquidationOrder
+
+
+class ErrorBody(msgspec.Struct, gc=False):
+    """The ``error`` object of a rejected request."""
+
+    code: int = 0
+    msg: str = ""
+
+
+class Control(msgspec.Struct, gc=False):
+    """A reply to a request: ``{"result": null, "id": 1}`` or ``{"error": {...}, "id": 1}``."""
+
+    id: int | str | None = None
+    result: msgspec.Raw | None = None
+    error: ErrorBody | None = None
+
+
+class OpenInterest(msgspec.Struct, gc=False):
+    """REST ``/fapi/v1/openInterest`` body (base-asset units)."""
+
+    openInterest: float
+    symbol: str = ""
+    time: int = 0
+
+
 class DepthSnapshot(msgspec.Struct, gc=False):
     """REST ``/api/v3/depth`` or ``/fapi/v1/depth`` body."""
 
@@ -87,6 +174,11 @@ decode_depth = msgspec.json.Decoder(DepthUpdate, strict=False).decode
 decode_book_ticker = msgspec.json.Decoder(BookTicker, strict=False).decode
 decode_trade = msgspec.json.Decoder(Trade, strict=False).decode
 decode_snapshot = msgspec.json.Decoder(DepthSnapshot, strict=False).decode
+decode_agg_trade = msgspec.json.Decoder(AggTrade, strict=False).decode
+decode_mark_price = msgspec.json.Decoder(MarkPrice, strict=False).decode
+decode_force_order = msgspec.json.Decoder(ForceOrder, strict=False).decode
+decode_control = msgspec.json.Decoder(Control).decode
+decode_open_interest = msgspec.json.Decoder(OpenInterest, strict=False).decode
 
 
 def levels(pairs: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:

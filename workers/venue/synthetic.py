@@ -295,7 +295,8 @@ class _Bybit:
         return [self._frame(ns, f"publicTrade.{self.sym}", "snapshot", data)]
 
     def liquidations(self, ns: int, side: int, items: list[tuple[int, int]]) -> list[Frame]:
-        data = [{"T": _ms(ns), "s": self.sym, "S": "Buy" if side > 0 else "Sell",
+        # S is the position side (Bybit docs): market buys liquidate shorts ("Sell")
+        data = [{"T": _ms(ns), "s": self.sym, "S": "Sell" if side > 0 else "Buy",
                  "v": _lots(lots), "p": self.m.px(price)} for price, lots in items]
         return [self._frame(ns, f"allLiquidation.{self.sym}", "snapshot", data)]
 

@@ -1,0 +1,280 @@
+"""Binance spot and USD-M futures feed: combined streams into trades, BBO, books, liquidations,
+mark/funding and (REST-polled) open interest.
+
+USD-M streams use the routed endpoints (DESIGN.md section 5): ``@depth``, ``@bookTicker`` and
+``@trade`` on ``/public``, ``@aggTrade``, ``@markPrice`` and ``@forceOrder`` on ``/market``.
+Frames are routed on their stream name (the bytes after ``{"stream":"``) before the one typed
+decode. Books follow :mod:`binance_sync`: events are buffered until the REST snapshot the feed
+requested arrives (``on_snapshot``), bridged, then chained on every event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from shm.layout import BookState, Exchange, Side
+
+from .binance_sync import BinanceDepthSync, Verdict
+from .binance_wire import (
+    AggTrade,
+    BookTicker,
+    Combined,
+    DepthUpdate,
+    ForceOrder,
+    MarkPrice,
+    Trade,
+    decode_control,
+    decode_open_interest,
+    decode_snapshot,
+    levels,
+)
+from .book import BookOverflow
+from .feed import ConnectionSpec, Count, Feed, FeedError, SymbolSpec
+from .records import Emitter
+
+__all__ = ["BinanceFeed", "BinanceUrls"]
+
+_PREFIX = b'{"stream":"'
+_MS = 1_000_000
+_NAN = float("nan")
+_MAX_BUFFERED = 50_000  # depth events kept per symbol while a snapshot is on its way
+
+(_DEPTH, _BBO, _TRADE, _AGG, _MARK, _LIQ) = range(6)
+_DECODERS = [msgspec.json.Decoder(Combined[t], strict=False).decode  # type: ignore[valid-type]
+             for t in (DepthUpdate, BookTicker, Trade, AggTrade, MarkPrice, ForceOrder)]
+
+
+class BinanceUrls(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Endpoints (the real ones by default; tests point them at the local venue)."""
+
+    spot_ws: str = "wss://stream.binance.com:9443"
+    futures_ws: str = "wss://fstream.binance.com"
+    spot_rest: str = "https://api.binance.com"
+    futures_rest: str = "https://fapi.binance.com"
+
+
+class BinanceFeed(Feed):
+    """Binance spot (market ``spot``) and USD-M futures (market ``linear``)."""
+
+    name = "binance"
+    exchange = Exchange.BINANCE
+    resync_kind = "snapshot"
+
+    def __init__(self, symbols: list[SymbolSpec], emitter: Emitter,
+                 urls: BinanceUrls | None = None, depth_interval_ms: int = 100,
+                 trade_stream: str = "trade", snapshot_limit: int = 1000,
+                 max_connection_age_s: float = 23 * 3600.0, book_capacity: int = 8192) -> None:
+        super().__init__(symbols, emitter, book_capacity)
+        for s in symbols:
+            if s.market not in ("spot", "linear"):
+                raise FeedError(f"binance: {s.symbol} market {s.market!r}: only spot and "
+                                "linear (USD-M) are supported")
+            if s.market == "spot" and set(s.streams) & {"liquidations", "funding",
+                                                        "open_interest"}:
+                raise FeedError(f"binance: {s.symbol} spot has no liquidations, funding or "
+                                "open interest streams")
+        if trade_stream not in ("trade", "aggTrade"):
+            raise FeedError(f"binance: trade_stream must be trade or aggTrade, not "
+                            f"{trade_stream!r}")
+        if depth_interval_ms not in (0, 100, 250, 500, 1000):
+            raise FeedError(f"binance: depth_interval_ms {depth_interval_ms} is not one of "
+                            "0, 100, 250, 500, 1000")
+        self.urls = urls or BinanceUrls()
+        self.snapshot_limit = snapshot_limit
+        self.max_connection_age_s = max_connection_age_s
+        self.sync = {sid: BinanceDepthSync(futures=self.symbols[sid].market == "linear")
+                     for sid in self.books}
+        self.buffered: dict[int, list[tuple[DepthUpdate, int, int]]] = {
+            sid: [] for sid in self.books}
+        depth = "@depth" if depth_interval_ms == 1000 else f"@depth@{depth_interval_ms}ms"
+        # connection key -> stream name -> (kind, symbol id, market)
+        self._routes: dict[str, dict[bytes, tuple[int, int, int]]] = {}
+        for s in symbols:
+            low, sid, mk = s.symbol.lower(), s.symbol_id, self.markets[s.symbol_id]
+            want = set(s.streams)
+            spot = s.market == "spot"
+            trade_kind = _AGG if trade_stream == "aggTrade" else _TRADE
+            for stream, kind, route, needed in (
+                    (depth, _DEPTH, "public", s.wants_book),
+                    ("@bookTicker", _BBO, "public", "bbo" in want),
+                    (f"@{trade_stream}", trade_kind,
+                     "market" if trade_stream == "aggTrade" else "public", "trades" in want),
+                    ("@markPrice@1s", _MARK, "market", "funding" in want),
+                    ("@forceOrder", _LIQ, "market", "liquidations" in want)):
+                if needed:
+                    conn = "spot" if spot else route
+                    self._routes.setdefault(conn, {})[(low + stream).encode()] = (kind, sid, mk)
+        # offline replay has no connections: route on the stream name alone
+        self._any_route = {k: v for routes in self._routes.values() for k, v in routes.items()}
+
+    @classmethod
+    def discover(cls, frames: list[bytes], market: str | None = None
+                 ) -> tuple[list[SymbolSpec], dict[str, Any]]:
+        """Symbols and streams of a combined-stream capture. USD-M when depth events carry
+        ``pu`` or futures-only streams appear, spot otherwise."""
+        kinds: dict[str, set[str]] = {}
+        futures, agg, interval = False, False, 100
+        for frame in frames:
+            if not frame.startswith(_PREFIX):
+                continue
+            name = frame[11:frame.find(b'"', 11)].decode()
+            sym, _, kind = name.partition("@")
+            stream = {"depth": "depth", "bookTicker": "bbo", "trade": "trades",
+                      "aggTrade": "trades", "markPrice@1s": "funding",
+                      "forceOrder": "liquidations"}.get(kind)
+            if kind.startswith("depth"):
+                stream = "depth"
+                interval = int(kind[6:-2]) if kind.startswith("depth@") else 1000
+                futures = futures or b'"pu":' in frame
+            if stream is None:
+                continue
+            futures = futures or stream in ("funding", "liquidations") or (
+                stream == "bbo" and b'"e":"bookTicker"' in frame)
+            agg = agg or kind == "aggTrade"
+            kinds.setdefault(sym.upper(), set()).add(stream)
+        mk = market or ("linear" if futures else "spot")
+        symbols = [SymbolSpec(sym, mk, tuple(sorted(s | {"book"} if "depth" in s else s)), i)
+                   for i, (sym, s) in enumerate(sorted(kinds.items()))]
+        return symbols, {"trade_stream": "aggTrade" if agg else "trade",
+                         "depth_interval_ms": interval}
+
+    # -- control plane ------------------------------------------------------------------
+    def connections(self) -> list[ConnectionSpec]:
+        """One combined-stream connection per route in use (spot, /public, /market)."""
+        out = []
+        for conn, routes in self._routes.items():
+            streams = "/".join(sorted(k.decode() for k in routes))
+            base = self.urls.spot_ws if conn == "spot" else f"{self.urls.futures_ws}/{conn}"
+            books = tuple(sorted({sid for kind, sid, _ in routes.values() if kind == _DEPTH}))
+            out.append(ConnectionSpec(conn, f"{base}/stream?streams={streams}",
+                                      symbol_ids=books,
+                                      max_lifetime_s=self.max_connection_age_s))
+        return out
+
+    def snapshot_url(self, sid: int) -> tuple[str, int]:
+        """REST depth snapshot URL for ``sid`` and its request weight."""
+        spec = self.symbols[sid]
+        limit = self.snapshot_limit
+        if spec.market == "spot":
+            weight = 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
+            return (f"{self.urls.spot_rest}/api/v3/depth?symbol={spec.symbol}&limit={limit}",
+                    weight)
+        weight = 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
+        return (f"{self.urls.futures_rest}/fapi/v1/depth?symbol={spec.symbol}&limit={limit}",
+                weight)
+
+    def open_interest_urls(self) -> list[tuple[int, str]]:
+        """REST URLs to poll for USD-M open interest (Binance has no stream for it)."""
+        return [(s.symbol_id, f"{self.urls.futures_rest}/fapi/v1/openInterest?symbol="
+                 f"{s.symbol}") for s in self.symbols.values()
+                if s.market == "linear" and "open_interest" in s.streams]
+
+    def on_snapshot(self, sid: int, body: bytes, recv: int, mono: int) -> bool:
+        """Apply a REST depth snapshot body, then the buffered events; False if unusable."""
+        try:
+            snap = decode_snapshot(body)
+        except (msgspec.DecodeError, ValueError) as exc:
+            self.bad(Count.REST_REJECTED, body, exc)
+            return False
+        book = self.books[sid]
+        book.clear()
+        try:
+            book.apply(*levels(snap.bids), *levels(snap.asks))
+        except BookOverflow:
+            self.resync(sid, Count.OVERFLOWS, recv, mono)
+            return False
+        self.counts[Count.SNAPSHOTS] += 1
+        if book.state != BookState.RESYNCING:
+            book.state = BookState.SYNCING
+        self.sync[sid].on_snapshot(snap.lastUpdateId)
+        pending, self.buffered[sid] = self.buffered[sid], []
+        for event, r, m in pending:
+            self._depth(sid, event, r, m)
+        return True
+
+    def on_open_interest(self, sid: int, body: bytes, recv: int, mono: int) -> None:
+        """Commit a REST ``/fapi/v1/openInterest`` answer."""
+        try:
+            oi = decode_open_interest(body)
+        except (msgspec.DecodeError, ValueError) as exc:
+            self.bad(Count.REST_REJECTED, body, exc)
+            return
+        self.emitter.open_interest(sid, self.markets[sid], oi.time * _MS, recv, mono,
+                                   oi.openInterest, _NAN)
+
+    def _reset_sequence(self, sid: int) -> None:
+        self.sync[sid].reset()
+        self.buffered[sid] = []
+
+    # -- hot path -----------------------------------------------------------------------
+    def _on_frame(self, conn: str, data: bytes, recv: int, mono: int) -> None:
+        if not data.startswith(_PREFIX):
+            self._control(data)
+            return
+        route = self._routes.get(conn, self._any_route).get(data[11:data.find(b'"', 11)])
+        if route is None:
+            self.bad(Count.UNKNOWN_FRAMES, data)
+            return
+        kind, sid, mk = route
+        ev: Any = _DECODERS[kind](data).data
+        em = self.emitter
+        if kind == _TRADE:
+            em.trade(sid, mk, ev.T * _MS, recv, mono, ev.p, ev.q, ev.t,
+                     Side.SELL if ev.m else Side.BUY)
+        elif kind == _BBO:
+            em.bbo(sid, mk, ev.E * _MS, recv, mono, ev.b, ev.B, ev.a, ev.A, ev.u)
+        elif kind == _DEPTH:
+            self._depth(sid, ev, recv, mono)
+        elif kind == _AGG:
+            em.trade(sid, mk, ev.T * _MS, recv, mono, ev.p, ev.q, ev.a,
+                     Side.SELL if ev.m else Side.BUY)
+        elif kind == _MARK:
+            em.funding(sid, mk, ev.E * _MS, recv, mono, ev.p, ev.i, ev.r, _NAN, ev.T * _MS)
+        else:
+            o = ev.o
+            filled = o.z > 0
+            em.liquidation(sid, mk, (o.T or ev.E) * _MS, recv, mono,
+                           o.ap if filled and o.ap > 0 else o.p, o.z if filled else o.q,
+                           Side.BUY if o.S == "BUY" else Side.SELL)
+        self.last_seen[sid, kind] = mono
+
+    def _depth(self, sid: int, ev: DepthUpdate, recv: int, mono: int) -> None:
+        verdict = self.sync[sid].check(ev.U, ev.u, ev.pu)
+        if verdict == Verdict.APPLY:
+            book = self.books[sid]
+            bp, bq = levels(ev.b)
+            ap, aq = levels(ev.a)
+            try:
+                book.apply(bp, bq, ap, aq)
+            except BookOverflow:
+                self.resync(sid, Count.OVERFLOWS, recv, mono)
+                return
+            if book.crossed():
+                self.resync(sid, Count.CROSSED, recv, mono)
+                return
+            book.state = BookState.LIVE
+            mk, ts = self.markets[sid], ev.E * _MS
+            prev = ev.pu if self.sync[sid].futures else ev.U - 1
+            self.emitter.depth(sid, mk, ts, recv, mono, bp, bq, ap, aq, ev.u, prev, book.epoch,
+                               BookState.LIVE)
+            self.emitter.book(sid, mk, ts, recv, mono, book, ev.u)
+        elif verdict == Verdict.BUFFER:
+            self.counts[Count.BUFFERED] += 1
+            buf = self.buffered[sid]
+            if len(buf) >= _MAX_BUFFERED:
+                del buf[0]  # the bridge will fail and resync: better than growing forever
+            buf.append((ev, recv, mono))
+            self.request("snapshot", sid)
+        elif verdict == Verdict.STALE:
+            self.counts[Count.STALE_EVENTS] += 1
+        else:
+            self.resync(sid, Count.GAPS, recv, mono)
+
+    def _control(self, data: bytes) -> None:
+        msg = decode_control(data)
+        if msg.error is not None:
+            self.bad(Count.EXCHANGE_ERRORS, data, f"code {msg.error.code}: {msg.error.msg}")
+        else:
+            self.counts[Count.CONTROL_FRAMES] += 1

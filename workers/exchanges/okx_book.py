@@ -1,0 +1,380 @@
+"""OKX order book with the exchange's level strings, its CRC32 checksum, and seqId continuity.
+
+:class:`OkxBook` is a :class:`~workers.exchanges.book.Book` (float sides stored worst first, best
+level last) that also keeps, for every level, the price and size **strings** OKX sent: the
+checksum is a CRC32 of ``bid1px:bid1sz:ask1px:ask1sz:...`` over the top 25 levels per side using
+the original text (``"0.10"`` and ``"0.1"`` differ), so it cannot be rebuilt from floats. The
+strings live in preallocated ``uint8`` arrays beside the floats and are shifted with them by the
+same ``@njit`` kernel: no Python object per level.
+
+A message's levels reach the kernel as one JSON byte string (``msgspec.json.encode`` of the
+decoded lists, ~0.5 µs), which the kernel scans for the first two strings of each level and
+parses to floats itself (measured cheaper than ``float()`` per string in Python). The parse is
+exact: Clinger's fast path (an integer mantissa ≤ 2^53 scaled by 10^k, k ≤ 22, is one correctly
+rounded IEEE operation) gives the same float as ``float(text)``; any other number falls back to
+``float()``.
+
+:class:`OkxSequence` implements the ``seqId``/``prevSeqId`` rule; frames without them (OKX
+before 2022, the recordings) skip it, and only the checksum proves continuity.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import msgspec
+import numba as nb
+import numpy as np
+
+from workers.exchanges.book import Book, BookOverflow
+
+__all__ = ["CHECKSUM_DEPTH", "OkxBook", "OkxSequence", "OkxVerdict", "okx_checksum"]
+
+CHECKSUM_DEPTH = 25  # levels per side covered by OKX's checksum
+
+# kernel status codes (negative: nothing of the message was applied, except _FULL)
+_OK, _FULL, _BAD, _SLOW = 0, -1, -2, -3
+_SEP = 58  # ":"
+_POW10 = np.array([10.0 ** k for k in range(23)])  # all exact in float64
+
+
+def _crc_table() -> np.ndarray:
+    """The byte table of the reflected IEEE CRC32 (zlib's), as int64 so that numba never mixes
+    signed and unsigned integers (that would turn them into floats)."""
+    table = np.zeros(256, np.int64)
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
+        table[i] = c
+    return table
+
+
+_CRC_TABLE = _crc_table()
+_encode = msgspec.json.Encoder().encode
+
+
+@nb.njit(cache=True)
+def _parse_decimal(buf: bytes, start: int, end: int) -> float:
+    """``float(buf[start:end])`` when Clinger's fast path is exact, else NaN (caller falls
+    back). Accepts ``-``, digits, one ``.`` and an ``e``/``E`` exponent."""
+    i, neg = start, False
+    if i < end and buf[i] == 45:  # "-"
+        neg, i = True, i + 1
+    mant, digits, scale, dot, seen = 0, 0, 0, False, False
+    while i < end:
+        c = buf[i]
+        if 48 <= c <= 57:
+            seen = True
+            if mant or c != 48:       # leading zeros are not significant
+                digits += 1
+                if digits > 18:       # int64 would overflow; far beyond 2^53 anyway
+                    return np.nan
+                mant = mant * 10 + (c - 48)
+            if dot:
+                scale -= 1
+        elif c == 46 and not dot:     # "."
+            dot = True
+        elif (c == 101 or c == 69) and seen:  # exponent
+            i += 1
+            eneg = i < end and buf[i] == 45
+            if i < end and (buf[i] == 45 or buf[i] == 43):
+                i += 1
+            if i == end:
+                return np.nan
+            e = 0
+            while i < end:
+                d = buf[i]
+                if not 48 <= d <= 57 or e > 1000:
+                    return np.nan
+                e = e * 10 + (d - 48)
+                i += 1
+            scale += -e if eneg else e
+            break
+        else:
+            return np.nan
+        i += 1
+    if not seen or mant > 9007199254740992 or scale > 22 or scale < -22:
+        return np.nan
+    value = mant * _POW10[scale] if scale >= 0 else mant / _POW10[-scale]
+    return -value if neg else value
+
+
+@nb.njit(cache=True)
+def _skip_ws(js: bytes, i: int) -> int:
+    while i < len(js) and (js[i] == 32 or js[i] == 10 or js[i] == 13 or js[i] == 9):
+        i += 1
+    return i
+
+
+@nb.njit(cache=True)
+def _scan(js: bytes, offs: np.ndarray, vals: np.ndarray, row: int, parse: bool,
+          width: int) -> int:
+    """Read a JSON level array ``[["px","sz",...],...]`` into ``offs[row:]`` (px start, px len,
+    sz start, sz len) and, if ``parse``, ``vals[row:]`` (px, sz; NaN if not fast-parseable).
+    Returns the next free row, or a negative status."""
+    n = len(js)
+    i = _skip_ws(js, 0)
+    if i == n or js[i] != 91:  # "["
+        return _BAD
+    i = _skip_ws(js, i + 1)
+    if i < n and js[i] == 93:  # "]": no levels
+        return row
+    while True:
+        if i == n or js[i] != 91:
+            return _BAD
+        if row == len(offs):
+            return _FULL
+        field = 0
+        i += 1
+        while True:  # the strings of one level
+            i = _skip_ws(js, i)
+            if i == n or js[i] != 34:  # '"'
+                return _BAD
+            start = i = i + 1
+            while i < n and js[i] != 34:
+                if js[i] == 92:  # backslash: never in a number
+                    return _BAD
+                i += 1
+            if i == n or i - start > width:
+                return _BAD
+            if field < 2:
+                offs[row, 2 * field] = start
+                offs[row, 2 * field + 1] = i - start
+                if parse:
+                    vals[row, field] = _parse_decimal(js, start, i)
+            field += 1
+            i = _skip_ws(js, i + 1)
+            if i < n and js[i] == 44:  # ","
+                i += 1
+            elif i < n and js[i] == 93:
+                break
+            else:
+                return _BAD
+        if field < 2:
+            return _BAD
+        row += 1
+        i = _skip_ws(js, i + 1)
+        if i < n and js[i] == 44:
+            i = _skip_ws(js, i + 1)
+        elif i < n and js[i] == 93:
+            return row
+        else:
+            return _BAD
+
+
+@nb.njit(cache=True)
+def _put(strs: np.ndarray, lens: np.ndarray, j: int, js: bytes, start: int, size: int) -> None:
+    for k in range(size):
+        strs[j, k] = js[start + k]
+    lens[j] = size
+
+
+@nb.njit(cache=True)
+def _move(f: np.ndarray, s: np.ndarray, ln: np.ndarray, r: int, dst: int, src: int) -> None:
+    # one level of side rows (r, r + 1): floats, both strings (only their used bytes) and lengths
+    for q in range(r, r + 2):
+        f[q, dst] = f[q, src]
+        size = ln[q, src]
+        for k in range(size):
+            s[q, dst, k] = s[q, src, k]
+        ln[q, dst] = size
+
+
+@nb.njit(cache=True)
+def _apply_side(f: np.ndarray, s: np.ndarray, ln: np.ndarray, r: int, count: int, js: bytes,
+                offs: np.ndarray, vals: np.ndarray, first: int, last: int,
+                ascending: bool) -> int:
+    """``book.apply_levels`` for side rows ``r`` (price) and ``r + 1`` (size) that also moves
+    the level strings; returns the new count or -1 when full."""
+    prices, capacity = f[r], f.shape[1]
+    for row in range(first, last):
+        price, qty = vals[row, 0], vals[row, 1]
+        lo, hi = 0, count  # first index whose price is not below `price` in storage order
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            before = prices[mid] < price if ascending else prices[mid] > price
+            if before:
+                lo = mid + 1
+            else:
+                hi = mid
+        found = lo < count and prices[lo] == price
+        if qty == 0.0:
+            if found:
+                for j in range(lo, count - 1):
+                    _move(f, s, ln, r, j, j + 1)
+                count -= 1
+            continue
+        if not found:
+            if count == capacity:
+                return -1
+            for j in range(count, lo, -1):
+                _move(f, s, ln, r, j, j - 1)
+            count += 1
+            prices[lo] = price
+        f[r + 1, lo] = qty
+        # the price text too: the same float may arrive spelled differently, and OKX's checksum
+        # uses the text of its own current book
+        _put(s[r], ln[r], lo, js, offs[row, 0], offs[row, 1])
+        _put(s[r + 1], ln[r + 1], lo, js, offs[row, 2], offs[row, 3])
+    return count
+
+
+@nb.njit(cache=True)
+def _apply_message(f: np.ndarray, s: np.ndarray, ln: np.ndarray, n_bids: int, n_asks: int,
+                   bids: bytes, asks: bytes, offs: np.ndarray, vals: np.ndarray,
+                   floats_given: bool) -> tuple[int, int, int]:
+    """Scan both sides, then apply them; returns (status, n_bids, n_asks). With
+    ``floats_given`` the caller has filled ``vals`` (the ``float()`` fallback)."""
+    width = s.shape[2]
+    mid = _scan(bids, offs, vals, 0, not floats_given, width)
+    if mid < 0:
+        return mid, n_bids, n_asks
+    end = _scan(asks, offs, vals, mid, not floats_given, width)
+    if end < 0:
+        return end, n_bids, n_asks
+    if not floats_given:
+        for row in range(end):
+            if np.isnan(vals[row, 0]) or np.isnan(vals[row, 1]):
+                return _SLOW, n_bids, n_asks
+    nb_ = _apply_side(f, s, ln, 0, n_bids, bids, offs, vals, 0, mid, True)
+    if nb_ < 0:
+        return _FULL, n_bids, n_asks
+    na = _apply_side(f, s, ln, 2, n_asks, asks, offs, vals, mid, end, False)
+    if na < 0:
+        return _FULL, nb_, n_asks
+    return _OK, nb_, na
+
+
+@nb.njit(cache=True)
+def _crc_update(crc: int, s: np.ndarray, ln: np.ndarray, q: int, j: int) -> int:
+    for k in range(ln[q, j]):
+        crc = _CRC_TABLE[(crc ^ s[q, j, k]) & 0xFF] ^ (crc >> 8)
+    return crc
+
+
+@nb.njit(cache=True)
+def okx_checksum(s: np.ndarray, ln: np.ndarray, n_bids: int, n_asks: int, depth: int) -> int:
+    """Signed CRC32 (zlib's) of ``bid1px:bid1sz:ask1px:ask1sz:...`` over the best ``depth``
+    levels per side, interleaved; the longer side's extra levels follow. Sides are rows 0/1
+    (bids) and 2/3 (asks) of ``s``/``ln``, stored worst first."""
+    crc, first = 0xFFFFFFFF, True
+    for i in range(depth):
+        for r, count in ((0, n_bids), (2, n_asks)):
+            if i < count:
+                j = count - 1 - i
+                if not first:
+                    crc = _CRC_TABLE[(crc ^ _SEP) & 0xFF] ^ (crc >> 8)
+                first = False
+                crc = _crc_update(crc, s, ln, r, j)
+                crc = _CRC_TABLE[(crc ^ _SEP) & 0xFF] ^ (crc >> 8)
+                crc = _crc_update(crc, s, ln, r + 1, j)
+    crc ^= 0xFFFFFFFF
+    return crc - (1 << 32) if crc >= (1 << 31) else crc
+
+
+class OkxBook(Book):
+    """One instrument's OKX book: ``Book``'s float sides plus each level's original strings.
+
+    Strings longer than ``width`` bytes are rejected (ValueError); OKX's are ≤ 13 in the
+    recordings. ``Book.apply`` (floats only) is refused: it would leave the strings stale.
+    """
+
+    def __init__(self, capacity: int = 1024, width: int = 32) -> None:
+        super().__init__(0)
+        # rows: bid px, bid size, ask px, ask size; the Book attributes are views of them
+        self._f = np.zeros((4, capacity))
+        self.bid_px, self.bid_qty, self.ask_px, self.ask_qty = self._f
+        self._s = np.zeros((4, capacity, width), np.uint8)  # the text of each float
+        self._n = np.zeros((4, capacity), np.uint8)         # its length in bytes
+        # per message scratch: string offsets and parsed floats of every level, bids then asks
+        self._offs = np.zeros((2 * capacity, 4), np.int64)
+        self._vals = np.zeros((2 * capacity, 2))
+
+    def apply(self, bid_px: np.ndarray, bid_qty: np.ndarray, ask_px: np.ndarray,
+              ask_qty: np.ndarray) -> None:
+        """Not supported: use :meth:`apply_strings`."""
+        raise TypeError("OkxBook needs the level strings: use apply_strings")
+
+    def apply_strings(self, bids: list[list[str]], asks: list[list[str]]) -> None:
+        """Apply one message's levels (``[px, sz, ...]`` strings as OKX sent them; size ``"0"``
+        deletes). A snapshot: :meth:`clear` first. BookOverflow if a side is full (the book is
+        then partly updated: resync), ValueError for a malformed level."""
+        self.apply_json(_encode(bids), _encode(asks))
+
+    def apply_json(self, bids: bytes, asks: bytes) -> None:
+        """:meth:`apply_strings` with each side given as its JSON array text."""
+        status, n, m = _apply_message(self._f, self._s, self._n, self.n_bids, self.n_asks,
+                                      bids, asks, self._offs, self._vals, False)
+        if status == _SLOW:  # a number outside the exact fast path: Python parses them all
+            levels = msgspec.json.decode(bids) + msgspec.json.decode(asks)
+            self._vals[:len(levels)] = [(float(lv[0]), float(lv[1])) for lv in levels]
+            status, n, m = _apply_message(self._f, self._s, self._n, self.n_bids, self.n_asks,
+                                          bids, asks, self._offs, self._vals, True)
+        if status == _FULL:
+            self.n_bids, self.n_asks = n, m
+            raise BookOverflow(f"book side full ({self._f.shape[1]} levels)")
+        if status != _OK:
+            raise ValueError(f"malformed OKX levels: {bids[:80]!r} {asks[:80]!r}")
+        self.n_bids, self.n_asks = n, m
+
+    def checksum(self, depth: int = CHECKSUM_DEPTH) -> int:
+        """OKX's checksum of the current book (compare with the message's ``checksum``)."""
+        return okx_checksum(self._s, self._n, self.n_bids, self.n_asks, depth)
+
+    def strings(self, depth: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """The best ``depth`` levels per side as (price, size) strings, best first."""
+        def side(r: int, count: int) -> list[tuple[str, str]]:
+            return [tuple(self._s[q, j, :self._n[q, j]].tobytes().decode()  # type: ignore[misc]
+                          for q in (r, r + 1))
+                    for j in range(count - 1, max(-1, count - 1 - depth), -1)]
+        return side(0, self.n_bids), side(2, self.n_asks)
+
+
+class OkxVerdict(IntEnum):
+    """What to do with one OKX book message."""
+
+    APPLY = 1      # apply it (after clear() for a snapshot), then verify its checksum
+    GAP = 2        # continuity broken, or no snapshot yet: resubscribe for a new snapshot
+    DUPLICATE = 3  # the message just applied, again: drop it
+
+
+class OkxSequence:
+    """``seqId``/``prevSeqId`` continuity of one instrument's incremental book channel.
+
+    A snapshot carries ``prevSeqId == -1``; each update must carry ``prevSeqId ==`` the previous
+    ``seqId``. That also admits OKX's two special updates: a no-change heartbeat repeats the
+    ``seqId`` (``prevSeqId == seqId ==`` previous), and after maintenance ``seqId`` may restart
+    lower than ``prevSeqId``. Messages without the fields (``None``: old feeds) skip the check;
+    mixing sequenced and unsequenced messages is a gap.
+    """
+
+    def __init__(self) -> None:
+        self.synced = False
+        self.seq_id: int | None = None    # seqId of the last applied message
+        self.prev_seq_id: int | None = None
+
+    def reset(self) -> None:
+        """Forget the chain (resync): updates are gaps until the next snapshot."""
+        self.synced = False
+        self.seq_id = self.prev_seq_id = None
+
+    def check(self, snapshot: bool, seq_id: int | None, prev_seq_id: int | None) -> OkxVerdict:
+        """Verdict for a message (``action == "snapshot"`` → ``snapshot``); on APPLY the chain
+        advances, on GAP it is reset."""
+        if snapshot:
+            if (seq_id is None) != (prev_seq_id is None) or (
+                    seq_id is not None and prev_seq_id != -1):
+                self.reset()
+                return OkxVerdict.GAP
+        elif not self.synced or (seq_id is None) != (self.seq_id is None):
+            self.reset()
+            return OkxVerdict.GAP
+        elif seq_id is not None and prev_seq_id != self.seq_id:
+            if seq_id == self.seq_id and prev_seq_id == self.prev_seq_id:
+                return OkxVerdict.DUPLICATE
+            self.reset()
+            return OkxVerdict.GAP
+        self.synced = True
+        self.seq_id, self.prev_seq_id = seq_id, prev_seq_id
+        return OkxVerdict.APPLY

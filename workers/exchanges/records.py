@@ -1,0 +1,267 @@
+"""From decoded exchange messages to bus records: staging rows, njit fill kernels, outputs.
+
+A feed calls one :class:`Emitter` method per normalized record. The emitter fills a
+preallocated staging row (or, for depth, a preallocated batch) and hands it to the stream's
+output: a :class:`shm.Writer` in a worker, a :class:`Collector` in offline replay and tests.
+Nothing here allocates per record except the field tuple of single-row streams.
+
+Stream names are the bus's (``trades``, ``bbo``, ``depth``, ``book``, ``liquidations``,
+``funding``, ``open_interest``); a feed only writes the streams it was given outputs for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+import numba as nb
+import numpy as np
+
+from shm.layout import (
+    BBO,
+    DEPTH,
+    FLAG_LAST_IN_MESSAGE,
+    FLAG_NOT_LIVE,
+    FUNDING,
+    LIQUIDATION,
+    OPEN_INTEREST,
+    TRADE,
+    BookState,
+    Side,
+    book_dtype,
+)
+
+from .book import Book
+
+__all__ = ["FEED_STREAMS", "Collector", "Emitter", "Output"]
+
+FEED_STREAMS = ("trades", "bbo", "depth", "book", "liquidations", "funding", "open_interest")
+_LIVE = int(BookState.LIVE)
+
+
+class Output(Protocol):
+    """Where one stream's records go (``shm.Writer`` has this shape)."""
+
+    def commit(self, record: object) -> int: ...
+
+    def commit_batch(self, records: np.ndarray) -> int: ...
+
+
+class LatestOutput(Protocol):
+    """A per-symbol latest-value table (``shm.LatestWriter`` has this shape)."""
+
+    def update(self, symbol_id: int, record: object) -> None: ...
+
+
+class Collector:
+    """An :class:`Output` that keeps copies of every record (offline replay, tests)."""
+
+    def __init__(self, dtype: np.dtype) -> None:
+        self.dtype = dtype
+        self.records: list[np.ndarray] = []
+        self._stage = np.zeros(1, dtype)
+
+    def commit(self, record: object) -> int:
+        """Keep one record (a tuple in field order or a row of the dtype)."""
+        self._stage[0] = record
+        self.records.append(self._stage.copy())
+        return len(self.records) - 1
+
+    def commit_batch(self, records: np.ndarray) -> int:
+        """Keep a batch of records."""
+        self.records.append(records.copy())
+        return len(self.records) - 1
+
+    def array(self) -> np.ndarray:
+        """Everything kept so far, in commit order."""
+        if not self.records:
+            return np.zeros(0, self.dtype)
+        return np.concatenate(self.records)
+
+
+@nb.njit(cache=True)
+def _fill_depth(out, bid_px, bid_qty, ask_px, ask_qty, ts_ex, recv, mono, sid, exchange,
+                market, flags, update_id, prev_id, epoch, state):  # pragma: no cover - njit
+    n = 0
+    for side in range(2):
+        px = bid_px if side == 0 else ask_px
+        qty = bid_qty if side == 0 else ask_qty
+        for i in range(len(px)):
+            r = out[n]
+            r.ts_exchange_ns = ts_ex
+            r.ts_recv_ns = recv
+            r.ts_mono_ns = mono
+            r.symbol_id = sid
+            r.exchange = exchange
+            r.market = market
+            r.flags = flags
+            r.price = px[i]
+            r.qty = qty[i]
+            r.update_id = update_id
+            r.prev_update_id = prev_id
+            r.epoch = epoch
+            r.side = 1 if side == 0 else -1
+            r.state = state
+            n += 1
+    if n > 0:
+        out[n - 1].flags = flags | 1  # FLAG_LAST_IN_MESSAGE
+    return n
+
+
+@nb.njit(cache=True)
+def _fill_book(out, bid_px, bid_qty, n_bids, ask_px, ask_qty, n_asks, ts_ex, recv, mono, sid,
+               exchange, market, flags, update_id, epoch, state):  # pragma: no cover - njit
+    r = out[0]
+    depth = len(r.bid_px)
+    r.ts_exchange_ns = ts_ex
+    r.ts_recv_ns = recv
+    r.ts_mono_ns = mono
+    r.symbol_id = sid
+    r.exchange = exchange
+    r.market = market
+    r.flags = flags
+    r.update_id = update_id
+    r.epoch = epoch
+    r.state = state
+    nb_ = min(depth, n_bids)
+    na = min(depth, n_asks)
+    r.n_bids = nb_
+    r.n_asks = na
+    # sides are stored worst first: the best level is the last entry
+    for i in range(depth):
+        if i < nb_:
+            r.bid_px[i] = bid_px[n_bids - 1 - i]
+            r.bid_qty[i] = bid_qty[n_bids - 1 - i]
+        else:
+            r.bid_px[i] = np.nan
+            r.bid_qty[i] = 0.0
+        if i < na:
+            r.ask_px[i] = ask_px[n_asks - 1 - i]
+            r.ask_qty[i] = ask_qty[n_asks - 1 - i]
+        else:
+            r.ask_px[i] = np.nan
+            r.ask_qty[i] = 0.0
+
+
+class Emitter:
+    """Builds and commits the records of one exchange worker.
+
+    ``outputs`` maps stream names to :class:`Output`\\ s (streams without one are skipped);
+    ``latest`` optionally maps stream names to latest-value tables updated with every record.
+    Every method takes the message's three stamps: exchange time (ns), receive wall-clock
+    (``time.time_ns()``) and receive monotonic (``time.perf_counter_ns()``).
+    """
+
+    def __init__(self, exchange: int, outputs: Mapping[str, Output],
+                 latest: Mapping[str, LatestOutput] | None = None, book_depth: int = 20,
+                 max_depth_levels: int = 8192) -> None:
+        unknown = set(outputs) - set(FEED_STREAMS)
+        if unknown:
+            raise ValueError(f"unknown feed streams {sorted(unknown)}; known: {FEED_STREAMS}")
+        self.exchange = exchange
+        self.outputs = outputs
+        self.latest = latest or {}
+        self.book_dtype = book_dtype(book_depth)
+        self._trades = outputs.get("trades")
+        self._bbo = outputs.get("bbo")
+        self._depth = outputs.get("depth")
+        self._book = outputs.get("book")
+        self._liq = outputs.get("liquidations")
+        self._funding = outputs.get("funding")
+        self._oi = outputs.get("open_interest")
+        self._depth_buf = np.zeros(max_depth_levels, DEPTH)
+        self._book_row = np.zeros(1, self.book_dtype)
+        self._latest_bbo = self.latest.get("bbo")
+        self._latest_book = self.latest.get("book")
+        self._latest_funding = self.latest.get("funding")
+        self._latest_oi = self.latest.get("open_interest")
+        for name, dtype in (("trades", TRADE), ("bbo", BBO), ("liquidations", LIQUIDATION),
+                            ("funding", FUNDING), ("open_interest", OPEN_INTEREST)):
+            out = outputs.get(name)
+            if out is not None and getattr(out, "dtype", dtype) != dtype:
+                raise ValueError(f"output for {name} has dtype {out.dtype}, expected "  # type: ignore[attr-defined]
+                                 f"{dtype}")
+
+    def trade(self, sid: int, market: int, ts_ex: int, recv: int, mono: int, price: float,
+              qty: float, trade_id: int, side: int, flags: int = 0) -> None:
+        """One trade; ``side`` is the aggressor's (``Side.BUY``/``Side.SELL``)."""
+        if self._trades is not None:
+            self._trades.commit((0, ts_ex, recv, mono, 0, sid, self.exchange, market, flags,
+                                 price, qty, trade_id, side))
+
+    def bbo(self, sid: int, market: int, ts_ex: int, recv: int, mono: int, bid_px: float,
+            bid_qty: float, ask_px: float, ask_qty: float, update_id: int) -> None:
+        """Best bid and offer (level 1)."""
+        if self._bbo is not None:
+            rec = (0, ts_ex, recv, mono, 0, sid, self.exchange, market, 0, bid_px, bid_qty,
+                   ask_px, ask_qty, update_id)
+            self._bbo.commit(rec)
+            if self._latest_bbo is not None:
+                self._latest_bbo.update(sid, rec)
+
+    def depth(self, sid: int, market: int, ts_ex: int, recv: int, mono: int,
+              bid_px: np.ndarray, bid_qty: np.ndarray, ask_px: np.ndarray, ask_qty: np.ndarray,
+              update_id: int, prev_id: int, epoch: int, state: int, flags: int = 0) -> None:
+        """The level changes of one applied book message, bids then asks, as one batch; the
+        last record carries ``FLAG_LAST_IN_MESSAGE``."""
+        out = self._depth
+        if out is None:
+            return
+        if state != _LIVE:
+            flags |= FLAG_NOT_LIVE
+        buf = self._depth_buf
+        total = len(bid_px) + len(ask_px)
+        if total > len(buf):
+            buf = self._depth_buf = np.zeros(total, DEPTH)
+        n = _fill_depth(buf, bid_px, bid_qty, ask_px, ask_qty, ts_ex, recv, mono, sid,
+                        self.exchange, market, flags, update_id, prev_id, epoch, state)
+        if n:
+            out.commit_batch(buf[:n])
+
+    def book(self, sid: int, market: int, ts_ex: int, recv: int, mono: int, book: Book,
+             update_id: int, flags: int = 0) -> None:
+        """The top-N snapshot of ``book`` (state and epoch from the book)."""
+        if self._book is None and self._latest_book is None:
+            return
+        state = int(book.state)
+        if state != _LIVE:
+            flags |= FLAG_NOT_LIVE
+        row = self._book_row
+        _fill_book(row, book.bid_px, book.bid_qty, book.n_bids, book.ask_px, book.ask_qty,
+                   book.n_asks, ts_ex, recv, mono, sid, self.exchange, market, flags,
+                   update_id, book.epoch, state)
+        if self._book is not None:
+            self._book.commit(row[0])
+        if self._latest_book is not None:
+            self._latest_book.update(sid, row[0])
+
+    def liquidation(self, sid: int, market: int, ts_ex: int, recv: int, mono: int,
+                    price: float, qty: float, side: int) -> None:
+        """A liquidation order; ``side`` is the order's (SELL: a long was liquidated)."""
+        if self._liq is not None:
+            self._liq.commit((0, ts_ex, recv, mono, 0, sid, self.exchange, market, 0, price,
+                              qty, side))
+
+    def funding(self, sid: int, market: int, ts_ex: int, recv: int, mono: int, mark_px: float,
+                index_px: float, funding_rate: float, predicted_rate: float,
+                next_funding_ns: int) -> None:
+        """Mark, index and funding (NaN for what the exchange does not send)."""
+        if self._funding is not None:
+            rec = (0, ts_ex, recv, mono, 0, sid, self.exchange, market, 0, mark_px, index_px,
+                   funding_rate, predicted_rate, next_funding_ns)
+            self._funding.commit(rec)
+            if self._latest_funding is not None:
+                self._latest_funding.update(sid, rec)
+
+    def open_interest(self, sid: int, market: int, ts_ex: int, recv: int, mono: int,
+                      base_units: float, quote_value: float) -> None:
+        """Open interest in base-asset units and its quote value (NaN if unknown)."""
+        if self._oi is not None:
+            rec = (0, ts_ex, recv, mono, 0, sid, self.exchange, market, 0, base_units,
+                   quote_value)
+            self._oi.commit(rec)
+            if self._latest_oi is not None:
+                self._latest_oi.update(sid, rec)
+
+
+assert FLAG_LAST_IN_MESSAGE == 1 and int(Side.BUY) == 1  # _fill_depth relies on both
