@@ -64,6 +64,25 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="inject faults, e.g. 'drop=0.01,corrupt@120,stall=0.001:2s,seed=7' "
                             "(see workers/venue/faults.py); each is logged on stderr")
 
+    feed = sub.add_parser("feed", help="run one exchange's feed worker in the foreground")
+    feed.add_argument("exchange", choices=("binance", "bybit", "okx"))
+    feed.add_argument("-c", "--config", default="config.toml", metavar="FILE")
+    feed.add_argument("--instance", help="bus instance name (overrides [engine] instance)")
+    feed.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+
+    replay = sub.add_parser("replay", help="feed a capture through the worker's decode → "
+                                           "book → record path offline; JSON lines out")
+    replay.add_argument("--exchange", required=True, choices=("binance", "bybit", "okx"))
+    replay.add_argument("frames", metavar="FRAMES_FILE",
+                        help="*.frames.jsonl[.gz] (with sidecars) or an engine capture .gz")
+    replay.add_argument("--rest-snapshot", action="append", default=[], metavar="FILE",
+                        help="Binance REST depth body (*.rest_depth_<SYMBOL>.json); repeatable")
+    replay.add_argument("--market", choices=("spot", "linear", "inverse", "option"),
+                        help="market of the capture's symbols when the frames do not tell")
+    replay.add_argument("--book-depth", type=int, default=20, metavar="N",
+                        help="levels per side in book lines (default: 20)")
+    replay.add_argument("--out", required=True, metavar="OUT.jsonl")
+
     bus = sub.add_parser("shm", help="inspect or clean the shared-memory bus")
     bus_sub = bus.add_subparsers(dest="shm_command", required=True)
     ls = bus_sub.add_parser("ls", help="list segments with writer liveness")
@@ -119,6 +138,46 @@ def _venue(args: argparse.Namespace) -> int:
         return 2
 
 
+def _feed(args: argparse.Namespace) -> int:
+    import logging
+
+    import msgspec.structs
+
+    from workers.exchanges.feed import FeedError
+    from workers.exchanges.worker import run_worker
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_config(args.config)
+    if args.instance:
+        engine = msgspec.structs.replace(config.engine, instance=args.instance)
+        config = msgspec.structs.replace(config, engine=engine)
+    section = getattr(config.exchanges, args.exchange)
+    if not section.symbols:
+        raise ConfigError(f"{args.config}: no symbols - at `$.exchanges.{args.exchange}.symbols`")
+    try:
+        return run_worker(args.exchange, config, args.duration)
+    except FeedError as exc:
+        raise ConfigError(f"{args.config}: {exc}") from None
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from workers.exchanges.feed import Count
+    from workers.exchanges.replay import ReplayError, replay, write_jsonl
+
+    try:
+        feed, sink = replay(args.exchange, args.frames, args.rest_snapshot,
+                            book_depth=args.book_depth, market=args.market)
+        n = write_jsonl(feed, sink, args.out)
+    except (ReplayError, ValueError) as exc:
+        print(f"microstream replay: {exc}", file=sys.stderr)
+        return 2
+    counts = {c.name.lower(): feed.counts[c] for c in Count if feed.counts[c]}
+    print(json.dumps({"lines": n, "out": args.out, "books": feed.book_states(),
+                      "counts": counts}))
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -141,6 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "venue":
             return _venue(args)
+        if args.command == "feed":
+            return _feed(args)
+        if args.command == "replay":
+            return _replay(args)
         if args.command == "shm":
             return _shm_ls(args) if args.shm_command == "ls" else _shm_gc(args)
     except ConfigError as exc:

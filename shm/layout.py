@@ -34,6 +34,7 @@ __all__ = [
     "FLAG_ID_HASHED",
     "FLAG_LAST_IN_MESSAGE",
     "FLAG_NOT_LIVE",
+    "FLAG_SNAPSHOT",
     "FUNDING",
     "HEADER_SIZE",
     "LATEST_ROW_HEADER",
@@ -172,6 +173,7 @@ FLAG_LAST_IN_MESSAGE = 1 << 0   # depth: last level record of one exchange messa
 FLAG_NOT_LIVE = 1 << 1          # record produced while its book was not LIVE
 FLAG_ID_HASHED = 1 << 2         # trade_id is a 63-bit hash of a non-numeric exchange id
 FLAG_CHECKSUM_OK = 1 << 3       # book/depth: the exchange checksum of this message verified
+FLAG_SNAPSHOT = 1 << 4          # depth: the batch is the full book (replace, do not apply)
 
 COMMON_FIELDS: list[tuple[Any, ...]] = [
     ("seq", np.uint64),

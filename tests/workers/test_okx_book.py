@@ -19,6 +19,7 @@ from workers.exchanges.book import BookOverflow
 from workers.exchanges.okx_book import OkxBook, OkxSequence, OkxVerdict, _parse_decimal
 from workers.exchanges.okx_wire import (
     decode_books,
+    decode_books_raw,
     decode_envelope,
     decode_funding_rate,
     decode_liquidations,
@@ -237,6 +238,26 @@ def test_float_fallback_overflow_and_malformed_levels() -> None:
         book.apply_strings([["abc", "1"]], [])
     with pytest.raises(TypeError, match="apply_strings"):
         book.apply(np.ones(1), np.ones(1), np.ones(1), np.ones(1))
+
+
+def test_raw_json_path_equals_the_list_path() -> None:
+    verified = 0
+    for name in (BOOKS_3INST, TBT_10INST):
+        books: dict[str, tuple[OkxBook, OkxBook]] = {}
+        for frame in _lines(name):
+            env = decode_envelope(frame)
+            if env.event or env.arg is None or not env.arg.channel.startswith("books"):
+                continue
+            if env.action == "snapshot":
+                books[env.arg.instId] = (OkxBook(), OkxBook())
+            raw_book, list_book = books[env.arg.instId]
+            (raw,), (d,) = decode_books_raw(env.data), decode_books(env.data)
+            raw_book.apply_json(raw.bids, raw.asks)  # msgspec.Raw, straight into the kernel
+            list_book.apply_strings(d.bids, d.asks)
+            assert raw_book.checksum() == raw.checksum
+            assert raw_book.strings(1 << 30) == list_book.strings(1 << 30)
+            verified += 1
+    assert verified == 290 + 1_504
 
 
 def test_raw_json_levels_with_whitespace() -> None:

@@ -60,6 +60,7 @@ class BinanceFeed(Feed):
 
     name = "binance"
     exchange = Exchange.BINANCE
+    urls_type = BinanceUrls
     resync_kind = "snapshot"
 
     def __init__(self, symbols: list[SymbolSpec], emitter: Emitter,
@@ -88,6 +89,9 @@ class BinanceFeed(Feed):
                      for sid in self.books}
         self.buffered: dict[int, list[tuple[DepthUpdate, int, int]]] = {
             sid: [] for sid in self.books}
+        # last trade id / bookTicker u per symbol: a rotation overlaps two connections
+        self._last_trade = dict.fromkeys(self.symbols, -1)
+        self._last_bbo = dict.fromkeys(self.symbols, -1)
         depth = "@depth" if depth_interval_ms == 1000 else f"@depth@{depth_interval_ms}ms"
         # connection key -> stream name -> (kind, symbol id, market)
         self._routes: dict[str, dict[bytes, tuple[int, int, int]]] = {}
@@ -221,13 +225,25 @@ class BinanceFeed(Feed):
         ev: Any = _DECODERS[kind](data).data
         em = self.emitter
         if kind == _TRADE:
+            if ev.t <= self._last_trade[sid]:
+                self.counts[Count.DUPLICATES] += 1
+                return
+            self._last_trade[sid] = ev.t
             em.trade(sid, mk, ev.T * _MS, recv, mono, ev.p, ev.q, ev.t,
                      Side.SELL if ev.m else Side.BUY)
         elif kind == _BBO:
+            if ev.u <= self._last_bbo[sid]:
+                self.counts[Count.DUPLICATES] += 1
+                return
+            self._last_bbo[sid] = ev.u
             em.bbo(sid, mk, ev.E * _MS, recv, mono, ev.b, ev.B, ev.a, ev.A, ev.u)
         elif kind == _DEPTH:
             self._depth(sid, ev, recv, mono)
         elif kind == _AGG:
+            if ev.a <= self._last_trade[sid]:
+                self.counts[Count.DUPLICATES] += 1
+                return
+            self._last_trade[sid] = ev.a
             em.trade(sid, mk, ev.T * _MS, recv, mono, ev.p, ev.q, ev.a,
                      Side.SELL if ev.m else Side.BUY)
         elif kind == _MARK:
@@ -241,6 +257,7 @@ class BinanceFeed(Feed):
         self.last_seen[sid, kind] = mono
 
     def _depth(self, sid: int, ev: DepthUpdate, recv: int, mono: int) -> None:
+        self.book_seen[sid] = mono
         verdict = self.sync[sid].check(ev.U, ev.u, ev.pu)
         if verdict == Verdict.APPLY:
             book = self.books[sid]

@@ -7,7 +7,9 @@ The rules (Binance's "how to manage a local order book correctly", DESIGN.md sec
 * The first applied event must bridge the snapshot: spot ``U <= lastUpdateId + 1 <= u``; USD-M
   futures ``U <= lastUpdateId <= u`` or ``pu == lastUpdateId``.
 * Afterwards every event must continue the chain: spot ``U == previous u + 1``, futures
-  ``pu == previous u``. Anything else is a gap: the symbol resyncs (a new snapshot).
+  ``pu == previous u``. Anything else is a gap: the symbol resyncs (a new snapshot). An event
+  whose ``u`` was already applied is dropped as stale: duplicates happen when two connections
+  overlap during a rotation.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ class BinanceDepthSync:
                 ok = first <= snap <= last or prev == snap
             else:
                 ok = first <= snap + 1 <= last
+        elif last <= self.last_u:
+            return Verdict.STALE  # already applied (a duplicate, or a rotation's overlap)
         else:
             ok = prev == self.last_u if self.futures else first == self.last_u + 1
         if not ok:

@@ -75,6 +75,7 @@ class Book:
         self.n_bids = self.n_asks = 0
         self.state = BookState.SYNCING
         self.epoch = 0
+        self.update_id = -1   # exchange id of the last published state (set by the emitter)
 
     def clear(self) -> None:
         """Empty both sides (a snapshot follows)."""

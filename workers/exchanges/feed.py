@@ -59,6 +59,7 @@ class Count(IntEnum):
     SILENT_CHANNELS = 17   # channels flagged silent by the liveness watchdog
     STALE_CONNECTIONS = 18  # connections closed by the stale watchdog
     PINGS = 19             # application pings sent
+    DUPLICATES = 20        # records already delivered (connection overlap, venue repeats)
 
 
 class SymbolSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -118,6 +119,7 @@ class Feed:
 
     name = ""
     exchange = Exchange.NONE
+    urls_type: Any = None   # the msgspec struct of the feed's endpoints
 
     def __init__(self, symbols: list[SymbolSpec], emitter: Emitter,
                  book_capacity: int = 8192) -> None:
@@ -136,6 +138,7 @@ class Feed:
         self.notify: Callable[[], None] | None = None   # control plane wake-up, if any
         # (symbol id, channel kind) -> mono ns of its last frame, for the liveness watchdog
         self.last_seen: dict[tuple[int, int], int] = {}
+        self.book_seen: dict[int, int] = {}   # symbol id -> mono ns of its last book message
 
     @classmethod
     def discover(cls, frames: list[bytes], market: str | None = None

@@ -3,16 +3,22 @@
 :class:`OkxBook` is a :class:`~workers.exchanges.book.Book` (float sides stored worst first, best
 level last) that also keeps, for every level, the price and size **strings** OKX sent: the
 checksum is a CRC32 of ``bid1px:bid1sz:ask1px:ask1sz:...`` over the top 25 levels per side using
-the original text (``"0.10"`` and ``"0.1"`` differ), so it cannot be rebuilt from floats. The
-strings live in preallocated ``uint8`` arrays beside the floats and are shifted with them by the
-same ``@njit`` kernel: no Python object per level.
+the original text (``"0.10"`` and ``"0.1"`` differ), so it cannot be rebuilt from floats.
 
-A message's levels reach the kernel as one JSON byte string (``msgspec.json.encode`` of the
-decoded lists, ~0.5 µs), which the kernel scans for the first two strings of each level and
-parses to floats itself (measured cheaper than ``float()`` per string in Python). The parse is
-exact: Clinger's fast path (an integer mantissa ≤ 2^53 scaled by 10^k, k ≤ 22, is one correctly
-rounded IEEE operation) gives the same float as ``float(text)``; any other number falls back to
-``float()``.
+The strings live in a preallocated ``uint8`` slot pool per side (no Python object per level);
+each level carries the int32 index of its slot, shifted with its price and size by the ``@njit``
+kernel. Shifting the string bytes themselves (82 instead of 20 bytes per level) made 400-level
+updates 2–5× slower than the float-only book: OKX's far end, the start of worst-first storage,
+changes on nearly every message. The slot array of a side is always a permutation of the pool:
+entries ``[0, count)`` are the levels' slots, the rest are free, so a delete hands its slot to
+the free part and an insert takes the first free one, with no free list to maintain.
+
+A message's levels reach the kernel as JSON byte strings (``msgspec.json.encode`` of the decoded
+lists, or the raw JSON from :data:`~workers.exchanges.okx_wire.decode_books_raw`); the kernel
+reads the first two strings of each level and parses them itself, about 2.5× cheaper than
+``float()`` in Python. The parse is exact: Clinger's fast path (an integer mantissa ≤ 2^53 scaled
+by 10^-k, k ≤ 22, is one correctly rounded IEEE operation) gives the same float as
+``float(text)``; any other number falls back to ``float()``.
 
 :class:`OkxSequence` implements the ``seqId``/``prevSeqId`` rule; frames without them (OKX
 before 2022, the recordings) skip it, and only the checksum proves continuity.
@@ -38,26 +44,30 @@ _SEP = 58  # ":"
 _POW10 = np.array([10.0 ** k for k in range(23)])  # all exact in float64
 
 
-def _crc_table() -> np.ndarray:
-    """The byte table of the reflected IEEE CRC32 (zlib's), as int64 so that numba never mixes
-    signed and unsigned integers (that would turn them into floats)."""
-    table = np.zeros(256, np.int64)
+def _crc_tables() -> np.ndarray:
+    """Slicing-by-8 tables of the reflected IEEE CRC32 (zlib's): row 0 is the classic byte
+    table, row k advances a byte k more positions. int64, so that numba never mixes signed and
+    unsigned integers (that would turn them into floats)."""
+    table = np.zeros((8, 256), np.int64)
     for i in range(256):
         c = i
         for _ in range(8):
             c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
-        table[i] = c
+        table[0, i] = c
+    for k in range(1, 8):
+        for i in range(256):
+            table[k, i] = (table[k - 1, i] >> 8) ^ table[0, table[k - 1, i] & 0xFF]
     return table
 
 
-_CRC_TABLE = _crc_table()
+_CRC = _crc_tables()
 _encode = msgspec.json.Encoder().encode
 
 
 @nb.njit(cache=True)
 def _parse_decimal(buf: bytes, start: int, end: int) -> float:
-    """``float(buf[start:end])`` when Clinger's fast path is exact, else NaN (caller falls
-    back). Accepts ``-``, digits, one ``.`` and an ``e``/``E`` exponent."""
+    """``float(buf[start:end])`` for ``[-]digits[.digits]`` within Clinger's exact fast path,
+    else NaN (the caller falls back to ``float()``; OKX sends no exponents)."""
     i, neg = start, False
     if i < end and buf[i] == 45:  # "-"
         neg, i = True, i + 1
@@ -75,28 +85,12 @@ def _parse_decimal(buf: bytes, start: int, end: int) -> float:
                 scale -= 1
         elif c == 46 and not dot:     # "."
             dot = True
-        elif (c == 101 or c == 69) and seen:  # exponent
-            i += 1
-            eneg = i < end and buf[i] == 45
-            if i < end and (buf[i] == 45 or buf[i] == 43):
-                i += 1
-            if i == end:
-                return np.nan
-            e = 0
-            while i < end:
-                d = buf[i]
-                if not 48 <= d <= 57 or e > 1000:
-                    return np.nan
-                e = e * 10 + (d - 48)
-                i += 1
-            scale += -e if eneg else e
-            break
         else:
             return np.nan
         i += 1
-    if not seen or mant > 9007199254740992 or scale > 22 or scale < -22:
+    if not seen or mant > 9007199254740992 or scale < -22:
         return np.nan
-    value = mant * _POW10[scale] if scale >= 0 else mant / _POW10[-scale]
+    value = mant / _POW10[-scale]
     return -value if neg else value
 
 
@@ -164,30 +158,14 @@ def _scan(js: bytes, offs: np.ndarray, vals: np.ndarray, row: int, parse: bool,
 
 
 @nb.njit(cache=True)
-def _put(strs: np.ndarray, lens: np.ndarray, j: int, js: bytes, start: int, size: int) -> None:
-    for k in range(size):
-        strs[j, k] = js[start + k]
-    lens[j] = size
-
-
-@nb.njit(cache=True)
-def _move(f: np.ndarray, s: np.ndarray, ln: np.ndarray, r: int, dst: int, src: int) -> None:
-    # one level of side rows (r, r + 1): floats, both strings (only their used bytes) and lengths
-    for q in range(r, r + 2):
-        f[q, dst] = f[q, src]
-        size = ln[q, src]
-        for k in range(size):
-            s[q, dst, k] = s[q, src, k]
-        ln[q, dst] = size
-
-
-@nb.njit(cache=True)
-def _apply_side(f: np.ndarray, s: np.ndarray, ln: np.ndarray, r: int, count: int, js: bytes,
-                offs: np.ndarray, vals: np.ndarray, first: int, last: int,
-                ascending: bool) -> int:
-    """``book.apply_levels`` for side rows ``r`` (price) and ``r + 1`` (size) that also moves
-    the level strings; returns the new count or -1 when full."""
-    prices, capacity = f[r], f.shape[1]
+def _apply_side(f: np.ndarray, slots: np.ndarray, s: np.ndarray, ln: np.ndarray, side: int,
+                count: int, js: bytes, offs: np.ndarray, vals: np.ndarray, first: int,
+                last: int, ascending: bool) -> int:
+    """``book.apply_levels`` for one side (rows ``2 * side`` price, ``+ 1`` size of ``f``) that
+    also keeps each level's slot and writes its strings there; returns the new count or -1 when
+    full."""
+    prices, qtys, slot = f[2 * side], f[2 * side + 1], slots[side]
+    capacity = len(prices)
     for row in range(first, last):
         price, qty = vals[row, 0], vals[row, 1]
         lo, hi = 0, count  # first index whose price is not below `price` in storage order
@@ -201,32 +179,44 @@ def _apply_side(f: np.ndarray, s: np.ndarray, ln: np.ndarray, r: int, count: int
         found = lo < count and prices[lo] == price
         if qty == 0.0:
             if found:
+                freed = slot[lo]
                 for j in range(lo, count - 1):
-                    _move(f, s, ln, r, j, j + 1)
+                    prices[j] = prices[j + 1]
+                    qtys[j] = qtys[j + 1]
+                    slot[j] = slot[j + 1]
                 count -= 1
+                slot[count] = freed  # first free slot
             continue
         if not found:
             if count == capacity:
                 return -1
+            taken = slot[count]
             for j in range(count, lo, -1):
-                _move(f, s, ln, r, j, j - 1)
-            count += 1
+                prices[j] = prices[j - 1]
+                qtys[j] = qtys[j - 1]
+                slot[j] = slot[j - 1]
+            slot[lo] = taken
             prices[lo] = price
-        f[r + 1, lo] = qty
+            count += 1
+        qtys[lo] = qty
         # the price text too: the same float may arrive spelled differently, and OKX's checksum
         # uses the text of its own current book
-        _put(s[r], ln[r], lo, js, offs[row, 0], offs[row, 1])
-        _put(s[r + 1], ln[r + 1], lo, js, offs[row, 2], offs[row, 3])
+        k = slot[lo]
+        for field in range(2):
+            start, size = offs[row, 2 * field], offs[row, 2 * field + 1]
+            for b in range(size):
+                s[side, k, field, b] = js[start + b]
+            ln[side, k, field] = size
     return count
 
 
 @nb.njit(cache=True)
-def _apply_message(f: np.ndarray, s: np.ndarray, ln: np.ndarray, n_bids: int, n_asks: int,
-                   bids: bytes, asks: bytes, offs: np.ndarray, vals: np.ndarray,
-                   floats_given: bool) -> tuple[int, int, int]:
+def _apply_message(f: np.ndarray, slots: np.ndarray, s: np.ndarray, ln: np.ndarray,
+                   n_bids: int, n_asks: int, bids: bytes, asks: bytes, offs: np.ndarray,
+                   vals: np.ndarray, floats_given: bool) -> tuple[int, int, int]:
     """Scan both sides, then apply them; returns (status, n_bids, n_asks). With
     ``floats_given`` the caller has filled ``vals`` (the ``float()`` fallback)."""
-    width = s.shape[2]
+    width = s.shape[3]
     mid = _scan(bids, offs, vals, 0, not floats_given, width)
     if mid < 0:
         return mid, n_bids, n_asks
@@ -237,39 +227,51 @@ def _apply_message(f: np.ndarray, s: np.ndarray, ln: np.ndarray, n_bids: int, n_
         for row in range(end):
             if np.isnan(vals[row, 0]) or np.isnan(vals[row, 1]):
                 return _SLOW, n_bids, n_asks
-    nb_ = _apply_side(f, s, ln, 0, n_bids, bids, offs, vals, 0, mid, True)
+    nb_ = _apply_side(f, slots, s, ln, 0, n_bids, bids, offs, vals, 0, mid, True)
     if nb_ < 0:
         return _FULL, n_bids, n_asks
-    na = _apply_side(f, s, ln, 2, n_asks, asks, offs, vals, mid, end, False)
+    na = _apply_side(f, slots, s, ln, 1, n_asks, asks, offs, vals, mid, end, False)
     if na < 0:
         return _FULL, nb_, n_asks
     return _OK, nb_, na
 
 
 @nb.njit(cache=True)
-def _crc_update(crc: int, s: np.ndarray, ln: np.ndarray, q: int, j: int) -> int:
-    for k in range(ln[q, j]):
-        crc = _CRC_TABLE[(crc ^ s[q, j, k]) & 0xFF] ^ (crc >> 8)
-    return crc
+def _crc32(buf: np.ndarray, n: int) -> int:
+    """zlib.crc32 of ``buf[:n]``, 8 bytes per step (slicing-by-8: eight independent table
+    loads instead of a chain of eight dependent ones; ~4× the byte-at-a-time loop)."""
+    t, crc, i = _CRC, 0xFFFFFFFF, 0
+    while i + 8 <= n:
+        c = crc ^ (buf[i] | (buf[i + 1] << 8) | (buf[i + 2] << 16) | (np.int64(buf[i + 3]) << 24))
+        crc = (t[7, c & 0xFF] ^ t[6, (c >> 8) & 0xFF] ^ t[5, (c >> 16) & 0xFF] ^ t[4, c >> 24]
+               ^ t[3, buf[i + 4]] ^ t[2, buf[i + 5]] ^ t[1, buf[i + 6]] ^ t[0, buf[i + 7]])
+        i += 8
+    while i < n:
+        crc = t[0, (crc ^ buf[i]) & 0xFF] ^ (crc >> 8)
+        i += 1
+    return crc ^ 0xFFFFFFFF
 
 
 @nb.njit(cache=True)
-def okx_checksum(s: np.ndarray, ln: np.ndarray, n_bids: int, n_asks: int, depth: int) -> int:
+def okx_checksum(slots: np.ndarray, s: np.ndarray, ln: np.ndarray, n_bids: int, n_asks: int,
+                 depth: int, buf: np.ndarray) -> int:
     """Signed CRC32 (zlib's) of ``bid1px:bid1sz:ask1px:ask1sz:...`` over the best ``depth``
-    levels per side, interleaved; the longer side's extra levels follow. Sides are rows 0/1
-    (bids) and 2/3 (asks) of ``s``/``ln``, stored worst first."""
-    crc, first = 0xFFFFFFFF, True
+    levels per side, interleaved; the longer side's extra levels follow. The text is assembled
+    in ``buf`` (≥ ``4 * depth * (width + 1)`` bytes) first: level strings are ~8 bytes, too
+    short for an 8-byte step."""
+    n = 0
     for i in range(depth):
-        for r, count in ((0, n_bids), (2, n_asks)):
+        for side in range(2):
+            count = n_bids if side == 0 else n_asks
             if i < count:
-                j = count - 1 - i
-                if not first:
-                    crc = _CRC_TABLE[(crc ^ _SEP) & 0xFF] ^ (crc >> 8)
-                first = False
-                crc = _crc_update(crc, s, ln, r, j)
-                crc = _CRC_TABLE[(crc ^ _SEP) & 0xFF] ^ (crc >> 8)
-                crc = _crc_update(crc, s, ln, r + 1, j)
-    crc ^= 0xFFFFFFFF
+                k = slots[side, count - 1 - i]  # sides are stored worst first
+                for field in range(2):
+                    for b in range(ln[side, k, field]):
+                        buf[n] = s[side, k, field, b]
+                        n += 1
+                    buf[n] = _SEP
+                    n += 1
+    crc = _crc32(buf, max(0, n - 1))  # no ":" after the last size
     return crc - (1 << 32) if crc >= (1 << 31) else crc
 
 
@@ -285,11 +287,15 @@ class OkxBook(Book):
         # rows: bid px, bid size, ask px, ask size; the Book attributes are views of them
         self._f = np.zeros((4, capacity))
         self.bid_px, self.bid_qty, self.ask_px, self.ask_qty = self._f
-        self._s = np.zeros((4, capacity, width), np.uint8)  # the text of each float
-        self._n = np.zeros((4, capacity), np.uint8)         # its length in bytes
+        # per side: each level's slot (a permutation of the pool, see the module docstring),
+        # and the pool: [side, slot, price|size] text and its length in bytes
+        self._slots = np.tile(np.arange(capacity, dtype=np.int32), (2, 1))
+        self._s = np.zeros((2, capacity, 2, width), np.uint8)
+        self._n = np.zeros((2, capacity, 2), np.uint8)
         # per message scratch: string offsets and parsed floats of every level, bids then asks
         self._offs = np.zeros((2 * capacity, 4), np.int64)
         self._vals = np.zeros((2 * capacity, 2))
+        self._buf = np.zeros(4 * CHECKSUM_DEPTH * (width + 1), np.uint8)
 
     def apply(self, bid_px: np.ndarray, bid_qty: np.ndarray, ask_px: np.ndarray,
               ask_qty: np.ndarray) -> None:
@@ -302,15 +308,16 @@ class OkxBook(Book):
         then partly updated: resync), ValueError for a malformed level."""
         self.apply_json(_encode(bids), _encode(asks))
 
-    def apply_json(self, bids: bytes, asks: bytes) -> None:
-        """:meth:`apply_strings` with each side given as its JSON array text."""
-        status, n, m = _apply_message(self._f, self._s, self._n, self.n_bids, self.n_asks,
-                                      bids, asks, self._offs, self._vals, False)
+    def apply_json(self, bids: bytes | msgspec.Raw, asks: bytes | msgspec.Raw) -> None:
+        """:meth:`apply_strings` with each side given as its JSON array text (for example
+        ``okx_wire.decode_books_raw``'s fields: the lists are never built)."""
+        args = (self._f, self._slots, self._s, self._n, self.n_bids, self.n_asks, bids, asks,
+                self._offs, self._vals)
+        status, n, m = _apply_message(*args, False)
         if status == _SLOW:  # a number outside the exact fast path: Python parses them all
             levels = msgspec.json.decode(bids) + msgspec.json.decode(asks)
             self._vals[:len(levels)] = [(float(lv[0]), float(lv[1])) for lv in levels]
-            status, n, m = _apply_message(self._f, self._s, self._n, self.n_bids, self.n_asks,
-                                          bids, asks, self._offs, self._vals, True)
+            status, n, m = _apply_message(*args, True)
         if status == _FULL:
             self.n_bids, self.n_asks = n, m
             raise BookOverflow(f"book side full ({self._f.shape[1]} levels)")
@@ -320,15 +327,22 @@ class OkxBook(Book):
 
     def checksum(self, depth: int = CHECKSUM_DEPTH) -> int:
         """OKX's checksum of the current book (compare with the message's ``checksum``)."""
-        return okx_checksum(self._s, self._n, self.n_bids, self.n_asks, depth)
+        if len(self._buf) < 4 * depth * (self._s.shape[3] + 1):
+            self._buf = np.zeros(4 * depth * (self._s.shape[3] + 1), np.uint8)
+        return okx_checksum(self._slots, self._s, self._n, self.n_bids, self.n_asks, depth,
+                            self._buf)
 
     def strings(self, depth: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         """The best ``depth`` levels per side as (price, size) strings, best first."""
-        def side(r: int, count: int) -> list[tuple[str, str]]:
-            return [tuple(self._s[q, j, :self._n[q, j]].tobytes().decode()  # type: ignore[misc]
-                          for q in (r, r + 1))
-                    for j in range(count - 1, max(-1, count - 1 - depth), -1)]
-        return side(0, self.n_bids), side(2, self.n_asks)
+        def text(side: int, k: int, field: int) -> str:
+            return self._s[side, k, field, :self._n[side, k, field]].tobytes().decode()
+
+        out: list[list[tuple[str, str]]] = [[], []]
+        for side, count in ((0, self.n_bids), (1, self.n_asks)):
+            for j in range(count - 1, max(-1, count - 1 - depth), -1):
+                k = self._slots[side, j]
+                out[side].append((text(side, k, 0), text(side, k, 1)))
+        return out[0], out[1]
 
 
 class OkxVerdict(IntEnum):

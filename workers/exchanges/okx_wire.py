@@ -33,10 +33,12 @@ __all__ = [
     "MarkPrice",
     "Num",
     "OpenInterest",
+    "RawBookData",
     "Ticker",
     "Trade",
     "decode_bbo",
     "decode_books",
+    "decode_books_raw",
     "decode_envelope",
     "decode_funding_rate",
     "decode_index_tickers",
@@ -93,6 +95,18 @@ class BookData(msgspec.Struct, gc=False):
 
     asks: list[list[str]]
     bids: list[list[str]]
+    ts: int
+    checksum: int
+    seqId: int | None = None
+    prevSeqId: int | None = None
+
+
+class RawBookData(msgspec.Struct, gc=False):
+    """:class:`BookData` with each side kept as its JSON text, for ``OkxBook.apply_json``: no
+    Python list or string is built per level."""
+
+    asks: msgspec.Raw
+    bids: msgspec.Raw
     ts: int
     checksum: int
     seqId: int | None = None
@@ -217,6 +231,7 @@ def _lenient(tp: type[_T]) -> msgspec.json.Decoder[_T]:
 decode_envelope = msgspec.json.Decoder(Envelope).decode
 # each takes ``Envelope.data`` (a JSON array) and returns the list of items in it
 decode_books = msgspec.json.Decoder(list[BookData], strict=False).decode
+decode_books_raw = msgspec.json.Decoder(list[RawBookData], strict=False).decode
 decode_bbo = msgspec.json.Decoder(list[BboData], strict=False).decode
 decode_trades = msgspec.json.Decoder(list[Trade], strict=False).decode
 decode_liquidations = _lenient(list[Liquidation]).decode

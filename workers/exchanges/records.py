@@ -22,6 +22,7 @@ from shm.layout import (
     DEPTH,
     FLAG_LAST_IN_MESSAGE,
     FLAG_NOT_LIVE,
+    FLAG_SNAPSHOT,
     FUNDING,
     LIQUIDATION,
     OPEN_INTEREST,
@@ -218,6 +219,14 @@ class Emitter:
         if n:
             out.commit_batch(buf[:n])
 
+    def full_depth(self, sid: int, market: int, recv: int, mono: int, book: Book) -> None:
+        """Every level of ``book`` as one depth batch flagged ``FLAG_SNAPSHOT`` (sent at an
+        interval so that a consumer that lost records can rebuild the book)."""
+        nb_, na = book.n_bids, book.n_asks
+        self.depth(sid, market, 0, recv, mono, book.bid_px[:nb_], book.bid_qty[:nb_],
+                   book.ask_px[:na], book.ask_qty[:na], book.update_id, -1, book.epoch,
+                   int(book.state), FLAG_SNAPSHOT)
+
     def book(self, sid: int, market: int, ts_ex: int, recv: int, mono: int, book: Book,
              update_id: int, flags: int = 0) -> None:
         """The top-N snapshot of ``book`` (state and epoch from the book)."""
@@ -226,6 +235,7 @@ class Emitter:
         state = int(book.state)
         if state != _LIVE:
             flags |= FLAG_NOT_LIVE
+        book.update_id = update_id
         row = self._book_row
         _fill_book(row, book.bid_px, book.bid_qty, book.n_bids, book.ask_px, book.ask_qty,
                    book.n_asks, ts_ex, recv, mono, sid, self.exchange, market, flags,

@@ -205,7 +205,7 @@ def lines(feed: Feed, sink: ReplaySink) -> Iterator[dict[str, Any]]:
     """One dict per committed record (see the module docstring for the shape)."""
     names = {sid: s.symbol for sid, s in feed.symbols.items()}
     for stream, chunk in sink.chunks:
-        fields = [f for f in chunk.dtype.names if f not in _ARRAYS]
+        fields = [f for f in chunk.dtype.names or () if stream != "book" or f not in _ARRAYS]
         for rec, values in zip(chunk, chunk[fields].tolist(), strict=True):
             yield _line(feed.name, stream, names, rec, dict(zip(fields, values, strict=True)))
 

@@ -1,0 +1,316 @@
+"""One feed worker process: an exchange's connections, its feed, and the bus segments it owns.
+
+:class:`FeedWorker` is the async control plane around a synchronous :class:`Feed` (the picows
+model). It creates the exchange's rings (``trades``, ``bbo``, ``depth``, ``book``,
+``liquidations``, ``funding``, ``open_interest``), the latest tables (``bbo``, ``book``,
+``funding``, ``open_interest``) and a ``stats`` table (one row of counters, refreshed every
+100 ms, read by ``microstream status`` and ``/metrics``), then runs:
+
+* one :class:`FeedConnection` task per connection the feed asks for;
+* a request task serving the feed's queue: REST snapshots inside the weight budget (Binance),
+  resubscriptions (Bybit, OKX), with retries;
+* a housekeeping task: segment heartbeats, counters to shared memory, the channel liveness
+  watchdog (a LIVE book silent for ``silent_after_s`` turns STALE), full-depth snapshots,
+  USD-M open-interest polling, and rate-limited logging of bad-frame samples.
+
+``run_worker(exchange, config)`` is the process entry (spawn-safe); it pins the CPU, warms
+the njit kernels, ``gc.freeze()``\\ s the start-up heap and runs on uvloop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from engine.config import Config, ExchangeConfig
+from shm import LatestWriter, Writer, segment_name
+from shm.layout import STREAMS, BookState, Exchange, book_dtype
+
+from .connection import ConnectionSettings, FeedConnection
+from .feed import Count, Feed, FeedError, Request, SymbolSpec
+from .records import FEED_STREAMS, Emitter
+from .rest import RestBudget, RestError, http_get
+
+__all__ = ["STATS", "FeedWorker", "run_worker", "symbol_specs"]
+
+log = logging.getLogger("microstream.worker")
+
+STATS = np.dtype([("seq", np.uint64), ("ts_ns", np.int64), ("pid", np.int64),
+                  ("connections", np.int64), ("connections_up", np.int64),
+                  ("books", np.int64), ("books_live", np.int64)]
+                 + [(c.name.lower(), np.int64) for c in Count], align=True)
+_LATEST = ("bbo", "book", "funding", "open_interest")
+_SPOT_STREAMS = ("trades", "bbo", "depth", "book")
+
+
+def symbol_specs(cfg: ExchangeConfig) -> list[SymbolSpec]:
+    """Feed symbol specs from the config; ids follow the config order (stable for a file)."""
+    return [SymbolSpec(s.symbol, s.market, s.streams or (
+        _SPOT_STREAMS if s.market == "spot" else FEED_STREAMS), i, s.contract_size)
+        for i, s in enumerate(cfg.symbols)]
+
+
+def _feed_class(exchange: str) -> type[Feed]:
+    from .replay import feed_class
+    return feed_class(exchange)
+
+
+class FeedWorker:
+    """The control plane of one exchange (see the module docstring)."""
+
+    def __init__(self, exchange: str, cfg: ExchangeConfig, instance: str) -> None:
+        self.name = exchange
+        self.cfg = cfg
+        self.instance = instance
+        specs = symbol_specs(cfg)
+        self.writers: dict[str, Writer] = {}
+        self.tables: dict[str, LatestWriter] = {}
+        try:
+            for stream in FEED_STREAMS:
+                dtype = book_dtype(cfg.book_depth) if stream == "book" else STREAMS[stream]
+                seg = segment_name(instance, exchange, stream)
+                self.writers[stream] = Writer(seg, dtype, cfg.ring_capacity, replace=True)
+                if stream in _LATEST:
+                    table = LatestWriter(seg + ".latest", dtype, max(1, len(specs)),
+                                         replace=True)
+                    for s in specs:
+                        table.register(s.symbol_id, s.symbol)
+                    self.tables[stream] = table
+            self.stats = LatestWriter(segment_name(instance, exchange, "stats", suffix="latest"),
+                                      STATS, 1, replace=True)
+        except BaseException:
+            self.close()
+            raise
+        self.emitter = Emitter(int(Exchange[exchange.upper()]), self.writers, self.tables,
+                               book_depth=cfg.book_depth)
+        cls: Any = _feed_class(exchange)
+        try:
+            self.feed: Feed = cls(specs, self.emitter, urls=_urls(cls, cfg.urls),
+                            book_capacity=cfg.book_capacity, **cfg.options)
+        except TypeError as exc:
+            self.close()
+            raise FeedError(f"{exchange}: bad options {dict(cfg.options)}: {exc}") from None
+        c = cfg.connection
+        settings = ConnectionSettings(c.backoff_initial_s, c.backoff_max_s, c.stale_after_s,
+                                      c.handshake_timeout_s, c.overlap_s, c.healthy_after_s)
+        self.connections = {spec.key: FeedConnection(self.feed, spec, settings)
+                            for spec in self.feed.connections()}
+        self.budget = RestBudget(cfg.rest_weight_per_min)
+        self._wake = asyncio.Event()
+        self.feed.notify = self._wake.set
+        self._stop = asyncio.Event()
+        self._serving: set[asyncio.Task[None]] = set()
+        self._stats_row = np.zeros(1, STATS)
+        self._last_sample_log = 0.0
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def run(self, duration_s: float | None = None) -> None:
+        """Run until :meth:`stop` (or ``duration_s``)."""
+        tasks = [asyncio.create_task(c.run(), name=f"conn-{k}")
+                 for k, c in self.connections.items()]
+        tasks.append(asyncio.create_task(self._serve_requests(), name="requests"))
+        tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+        if hasattr(self.feed, "open_interest_urls") and self.feed.open_interest_urls():
+            tasks.append(asyncio.create_task(self._poll_open_interest(), name="oi"))
+        try:
+            if duration_s is None:
+                await self._stop.wait()
+            else:
+                try:
+                    await asyncio.wait_for(self._stop.wait(), duration_s)
+                except TimeoutError:
+                    pass
+        finally:
+            for c in self.connections.values():
+                c.stop()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._write_stats()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to end."""
+        self._stop.set()
+
+    def close(self, unlink: bool = False) -> None:
+        """Close every segment (marked CLOSED; ``unlink`` removes the files)."""
+        for w in getattr(self, "writers", {}).values():
+            w.close(unlink)
+        for t in getattr(self, "tables", {}).values():
+            t.close(unlink)
+        if hasattr(self, "stats"):
+            self.stats.close(unlink)
+
+    # -- requests -----------------------------------------------------------------------
+    async def _serve_requests(self) -> None:
+        feed = self.feed
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while feed.requests:
+                req = feed.requests.popleft()
+                task = asyncio.create_task(self._serve(req))
+                self._serving.add(task)  # keep a reference until it is done
+                task.add_done_callback(self._serving.discard)
+
+    async def _serve(self, req: Request) -> None:
+        feed, delay = self.feed, 0.5
+        try:
+            while not self._stop.is_set():
+                if req.kind == "snapshot":
+                    if await self._snapshot(req.symbol_id):
+                        return
+                else:
+                    key, frames = feed.resubscribe_frames(req.symbol_id)
+                    conn = self.connections[key]
+                    if conn.connected:
+                        for frame in frames:
+                            conn.send(frame)
+                        return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        finally:
+            feed.done(req)
+
+    async def _snapshot(self, sid: int) -> bool:
+        url, weight = self.feed.snapshot_url(sid)  # type: ignore[attr-defined]
+        body = await self._rest(url, weight)
+        if body is None:
+            return False
+        return bool(self.feed.on_snapshot(sid, body, time.time_ns(),  # type: ignore[attr-defined]
+                                          time.perf_counter_ns()))
+
+    async def _rest(self, url: str, weight: int) -> bytes | None:
+        await self.budget.acquire(weight)
+        self.feed.counts[Count.REST_REQUESTS] += 1
+        try:
+            response = await http_get(url)
+        except RestError as exc:
+            self.feed.counts[Count.REST_REJECTED] += 1
+            log.warning("%s: %s", self.name, exc)
+            return None
+        if not self.budget.observe(response) or response.status != 200:
+            self.feed.counts[Count.REST_REJECTED] += 1
+            log.warning("%s: GET %s -> %d %s", self.name, url, response.status,
+                        response.body[:120])
+            return None
+        return response.body
+
+    async def _poll_open_interest(self) -> None:
+        feed: Any = self.feed
+        while True:
+            for sid, url in feed.open_interest_urls():
+                body = await self._rest(url, 1)
+                if body is not None:
+                    feed.on_open_interest(sid, body, time.time_ns(), time.perf_counter_ns())
+            await asyncio.sleep(self.cfg.open_interest_poll_s)
+
+    # -- housekeeping -------------------------------------------------------------------
+    async def _housekeeping(self) -> None:
+        next_full = time.monotonic() + self.cfg.full_snapshot_interval_s
+        while True:
+            await asyncio.sleep(0.1)
+            for w in self.writers.values():
+                w.heartbeat()
+            for t in self.tables.values():
+                t.heartbeat()
+            self._liveness()
+            now = time.monotonic()
+            if now >= next_full:
+                next_full = now + self.cfg.full_snapshot_interval_s
+                self._full_snapshots()
+            self._write_stats()
+            self._log_samples()
+
+    def _liveness(self) -> None:
+        feed = self.feed
+        mono = time.perf_counter_ns()
+        limit = int(self.cfg.silent_after_s * 1e9)
+        for sid, book in feed.books.items():
+            if book.state == BookState.LIVE and mono - feed.book_seen.get(sid, mono) > limit:
+                feed.counts[Count.SILENT_CHANNELS] += 1
+                feed.mark_stale(sid, time.time_ns(), mono)
+                log.warning("%s: %s book silent for %.0f s: STALE", self.name,
+                            feed.symbols[sid].symbol, self.cfg.silent_after_s)
+
+    def _full_snapshots(self) -> None:
+        feed, recv, mono = self.feed, time.time_ns(), time.perf_counter_ns()
+        for sid, book in feed.books.items():
+            if book.state == BookState.LIVE:
+                self.emitter.full_depth(sid, feed.markets[sid], recv, mono, book)
+
+    def _write_stats(self) -> None:
+        feed = self.feed
+        live = sum(1 for b in feed.books.values() if b.state == BookState.LIVE)
+        up = sum(1 for c in self.connections.values() if c.connected)
+        self.stats.update(0, (0, time.time_ns(), os.getpid(), len(self.connections), up,
+                              len(feed.books), live, *feed.counts))
+
+    def _log_samples(self) -> None:
+        now = time.monotonic()
+        if not self.feed.samples or now - self._last_sample_log < 5.0:
+            return
+        self._last_sample_log = now
+        dropped = max(0, len(self.feed.samples) - 3)
+        for _ in range(min(3, len(self.feed.samples))):
+            reason, head = self.feed.samples.popleft()
+            log.warning("%s: %s: %r", self.name, reason, head)
+        self.feed.samples.clear()
+        if dropped:
+            log.warning("%s: %d more bad-frame samples not shown", self.name, dropped)
+
+
+def _urls(cls: type[Feed], overrides: dict[str, str]) -> Any:
+    try:
+        return cls.urls_type(**overrides)
+    except TypeError as exc:
+        raise FeedError(f"{cls.name}: bad urls {overrides}: {exc}") from None
+
+
+def warm_kernels() -> None:
+    """Compile (or load from cache) every njit kernel before the first frame."""
+    from .book import Book
+
+    book = Book(16)
+    px = np.array([2.0, 1.0])
+    book.apply(px, np.ones(2), px + 10, np.ones(2))
+    rows: dict[str, Any] = {}
+    from .records import Collector
+    for s in FEED_STREAMS:
+        rows[s] = Collector(STREAMS[s])
+    em = Emitter(1, rows)
+    em.depth(0, 1, 0, 0, 0, px, px, px, px, 1, 0, 0, int(BookState.LIVE))
+    em.book(0, 1, 0, 0, 0, book, 1)
+
+
+def run_worker(exchange: str, config: Config, duration_s: float | None = None) -> int:
+    """Process entry: pin, warm, freeze, serve until SIGTERM/SIGINT (or ``duration_s``)."""
+    import signal
+
+    import uvloop
+
+    cfg: ExchangeConfig = getattr(config.exchanges, exchange)
+    if cfg.cpu >= 0:
+        os.sched_setaffinity(0, {cfg.cpu})
+    warm_kernels()
+    worker = FeedWorker(exchange, cfg, config.engine.instance)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        gc.collect()
+        gc.freeze()  # start-up objects never need scanning again: shorter GC pauses
+        await worker.run(duration_s)
+
+    try:
+        uvloop.run(main())
+    finally:
+        worker.close()
+    return 0
