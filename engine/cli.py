@@ -148,6 +148,7 @@ def _feed(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("picows").setLevel(logging.WARNING)  # one INFO line per connect
     config = load_config(args.config)
     if args.instance:
         engine = msgspec.structs.replace(config.engine, instance=args.instance)

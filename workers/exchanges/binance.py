@@ -208,6 +208,13 @@ class BinanceFeed(Feed):
         self.emitter.open_interest(sid, self.markets[sid], oi.time * _MS, recv, mono,
                                    oi.openInterest, _NAN)
 
+    def on_disconnect(self, conn: str, recv: int, mono: int) -> None:
+        """Books on ``conn`` resync; its duplicate filters restart (they only guard the
+        overlap of two live connections, and a venue may legitimately restart its ids)."""
+        for _, sid, _ in self._routes.get(conn, {}).values():
+            self._last_trade[sid] = self._last_bbo[sid] = -1
+        super().on_disconnect(conn, recv, mono)
+
     def _reset_sequence(self, sid: int) -> None:
         self.sync[sid].reset()
         self.buffered[sid] = []

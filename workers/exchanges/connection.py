@@ -84,13 +84,19 @@ class FeedConnection:
         self.rotations = 0
         self.transport: WSTransport | None = None
         self._stop = asyncio.Event()
-        self._last_log = 0.0
+        self._last_log = -1e9
+        self.suppressed = 0
 
     def _log(self, level: int, msg: str, *args: object) -> None:
-        now = time.monotonic()  # rate-limited: a flapping venue must not flood the log
-        if level >= logging.WARNING and now - self._last_log < 5.0:
-            return
-        self._last_log = now
+        if level >= logging.WARNING:  # rate-limited: a flapping venue must not flood the log
+            now = time.monotonic()
+            if now - self._last_log < 5.0:
+                self.suppressed += 1
+                return
+            self._last_log = now
+            if self.suppressed:
+                msg += f" ({self.suppressed} similar messages suppressed)"
+                self.suppressed = 0
         log.log(level, "%s/%s: " + msg, self.feed.name, self.spec.key, *args)
 
     def send(self, frame: bytes) -> bool:
