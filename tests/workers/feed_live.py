@@ -57,7 +57,7 @@ def _toml(value: Any) -> str:
 def start_worker(exchange: str, config: Path, log: Path) -> subprocess.Popen[bytes]:
     """``microstream feed EXCHANGE -c CONFIG`` with stderr to ``log``."""
     return subprocess.Popen([sys.executable, "-m", "engine", "feed", exchange, "-c", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=open(log, "wb"))  # noqa: SIM115
+                            stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
 
 
 def stop_worker(proc: subprocess.Popen[bytes]) -> int:

@@ -97,8 +97,8 @@ def test_recorded_replay_equals_independent_reference() -> None:
             mine["funding"].append((line["ts_exchange_ns"], line["mark_px"], line["index_px"],
                                     line["funding_rate"], line["next_funding_ns"]))
         elif stream == "open_interest":
-            mine["oi"].append((line["ts_exchange_ns"], line["base_units"],
-                               line["quote_value"]))
+            mine["oi"].append((line["ts_exchange_ns"], line["open_interest"],
+                               line["open_interest_value"]))
         elif stream == "trade":
             assert line["flags"] == FLAG_ID_HASHED  # linear ids are UUIDs
             trades.append((line["symbol"], line["ts_exchange_ns"], line["price"], line["qty"],
@@ -224,6 +224,8 @@ def test_disconnect_and_stale() -> None:
     feed.on_frame("linear", _snap("BTCUSDT", 100), 1, 1)
     feed.mark_stale(0, 2, 2)
     assert feed.books[0].state == BookState.STALE
+    stale = outs["book"].array()[-1]
+    assert stale["state"] == BookState.STALE and stale["flags"] & FLAG_NOT_LIVE
     feed.on_frame("linear", _ob("BTCUSDT", "delta", 101, [], [["11.0", "2"]]), 3, 3)
     assert feed.books[0].state == BookState.LIVE and feed.books[0].epoch == 0
     feed.on_disconnect("linear", 4, 4)
@@ -264,8 +266,13 @@ def test_failed_ack_pongs_and_acks() -> None:
     b'{"topic":"orderbook.50.BTCUSDT","type":"snapshot","data":{}}',
     b'{"topic":"kline.1.BTCUSDT","data":[]}', b'{"type":"x","topic":"nosuch.X","data":1}',
     b'{"op":"subscribe","success":false,"ret_msg":"error:x"}', b'{"op":"pong","args":["1"]}',
-    b'{"topic":"publicTrade.BTCUSDT","data":[{"T":1,"s":"BTCUSDT","S":"Buy","v":"1","p":"1",'
-    b'"i":"\\u00e9\\ud800"}]}',
+    # ints beyond int64 (after ms -> ns) must not reach the njit record kernels
+    b'{"topic":"orderbook.200.BTCUSDT","type":"snapshot","ts":9223372036854776,"data":{"s":'
+    b'"BTCUSDT","b":[["1","1"]],"a":[],"u":1}}',
+    b'{"topic":"orderbook.200.BTCUSDT","type":"snapshot","ts":1,"data":{"s":"BTCUSDT","b":'
+    b'[["1","1"]],"a":[],"u":9223372036854775808}}',
+    b'{"topic":"publicTrade.BTCUSDT","data":[{"T":9223372036854776,"s":"BTCUSDT","S":"Buy",'
+    b'"v":"1","p":"1","i":"x"}]}',
 ])
 def test_bad_frames_are_counted_never_raised(frame: bytes) -> None:
     feed, _ = _feed(SymbolSpec("BTCUSDT", "linear", symbol_id=0))
@@ -324,7 +331,7 @@ def test_trades_bbo_liquidations_tickers() -> None:
         2.0, 3.0, 5_000_000)
     assert math.isnan(funding[0]["funding_rate"]) and math.isnan(funding[0]["predicted_rate"])
     oi = outs["open_interest"].array()
-    assert oi[["base_units", "quote_value"]].tolist() == [(6.0, 7.0), (8.0, 7.0)]
+    assert oi[["open_interest", "open_interest_value"]].tolist() == [(6.0, 7.0), (8.0, 7.0)]
     assert oi["ts_exchange_ns"].tolist() == [2_000_000, 4_000_000]
 
 
@@ -340,7 +347,7 @@ def test_configuration_errors_name_the_value() -> None:
         _feed(SymbolSpec("BTCUSD", "inverse", symbol_id=0))
     with pytest.raises(FeedError, match="depth_levels 25 "):
         _feed(depth_levels=25)
-    with pytest.raises(FeedError, match="depth_levels 500 .*spot"):
+    with pytest.raises(FeedError, match=r"depth_levels 500 .*\(spot\)"):
         _feed(SymbolSpec("BTCUSDT", "spot", ("book",), symbol_id=0), depth_levels=500)
     with pytest.raises(FeedError, match="spot has no"):
         _feed(SymbolSpec("BTCUSDT", "spot", ("trades", "funding"), symbol_id=0))
@@ -375,11 +382,13 @@ def test_connections_and_resubscribe_frames() -> None:
     assert [msgspec.json.decode(f)["args"] for f in spo.subscribe] == [[
         "orderbook.1.BTCUSDT", "publicTrade.BTCUSDT", "orderbook.50.ETHUSDT",
         "publicTrade.ETHUSDT"]]
-    # the venue (Bybit's protocol) accepts every frame
+    # the venue (Bybit's protocol) accepts every frame: its replies are all acks and pongs
     for key, conn in conns.items():
         session = open_session("bybit", f"/v5/public/{key}")
         for frame in (*conn.subscribe, conn.ping or b""):
-            assert msgspec.json.decode(session.on_text(frame)[0])["success"]
+            for reply in session.on_text(frame):
+                feed.on_frame(key, reply, 1, 1)
+    assert feed.counts[Count.CONTROL_FRAMES] == 5 and feed.counts[Count.EXCHANGE_ERRORS] == 0
     assert feed.resubscribe_frames(11) == ("spot", [
         b'{"op":"unsubscribe","req_id":"resync-11","args":["orderbook.50.ETHUSDT"]}',
         b'{"op":"subscribe","req_id":"resync-11","args":["orderbook.50.ETHUSDT"]}'])

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from feed_live import drain, start_worker, stats, stop_worker, wait_for, write_config
 
 import shm
 from shm.layout import FLAG_NOT_LIVE, BookState, Side
 from workers.venue import start_venue
-
-from feed_live import drain, start_worker, stats, stop_worker, wait_for, write_config
 
 SYMBOLS = [{"symbol": "BTCUSDT", "market": "linear"}, {"symbol": "ETHUSDT", "market": "linear"}]
 
@@ -97,6 +96,6 @@ def test_faults_are_counted_and_survived(tmp_path: Path, instance: str, faults: 
 
 
 def test_rest_429_is_honoured_and_retried(tmp_path: Path, instance: str) -> None:
-    recs, counters, log = _run(tmp_path, instance, "rest_429=0.5,seed=2", seconds=14)
+    _, counters, log = _run(tmp_path, instance, "rest_429=0.5,seed=2", seconds=14)
     assert counters["rest_rejected"] >= 1 and counters["books_live"] == 2, counters
     assert "429" in log
