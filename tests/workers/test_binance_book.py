@@ -127,7 +127,12 @@ def test_sync_rules_by_hand() -> None:
     assert fut.check(90, 99, 89) == Verdict.STALE          # u < lastUpdateId
     assert fut.check(101, 105, 100) == Verdict.APPLY       # pu == lastUpdateId bridges
     assert fut.check(106, 110, 105) == Verdict.APPLY       # pu == previous u
-    assert fut.check(106, 110, 105) == Verdict.STALE       # already applied (overlap)
+    assert fut.check(106, 110, 105) == Verdict.STALE       # the same event again
+    assert fut.check(101, 105, 100) == Verdict.GAP         # backwards, no overlap
+    fut.on_snapshot(100)
+    assert fut.check(101, 105, 100) == Verdict.APPLY
+    assert fut.check(106, 110, 105) == Verdict.APPLY
+    assert fut.check(101, 105, 100, overlap=True) == Verdict.STALE  # a rotation's overlap
     assert fut.check(112, 115, 111) == Verdict.GAP         # pu != previous u
     spot = BinanceDepthSync(futures=False)
     spot.on_snapshot(100)

@@ -32,10 +32,6 @@ FUNDING_KEYS = ("markPrice", "indexPrice", "fundingRate", "nextFundingTime")
 OI_KEYS = ("openInterest", "openInterestValue")
 
 
-def _nan_none(x: str | None) -> float | None:
-    return None if x in (None, "") else float(x)  # replay lines write NaN as None
-
-
 def _expected_from_recording() -> dict[str, Any]:
     """Independently (json + dicts) what the feed must publish, per symbol and in order."""
     refs: dict[str, ReferenceBook] = {}
@@ -222,6 +218,8 @@ def test_overflow_resyncs() -> None:
 def test_disconnect_and_stale() -> None:
     feed, outs = _feed()
     feed.on_frame("linear", _snap("BTCUSDT", 100), 1, 1)
+    feed.on_frame("linear", _ob("ETHUSDT", "delta", 5, [], []), 2, 77)  # dropped, yet seen
+    assert feed.book_seen == {0: 1, 1: 77}  # what the liveness watchdog reads
     feed.mark_stale(0, 2, 2)
     assert feed.books[0].state == BookState.STALE
     stale = outs["book"].array()[-1]
@@ -232,7 +230,7 @@ def test_disconnect_and_stale() -> None:
     assert set(feed.book_states().values()) == {"RESYNCING"}
     assert feed.books[0].epoch == 1 and feed.books[1].epoch == 1
     feed.on_frame("linear", _ob("BTCUSDT", "delta", 102, [], []), 5, 5)  # old chain: dropped
-    assert feed.counts[Count.DROPPED_NOT_LIVE] == 1 and feed.counts[Count.GAPS] == 0
+    assert feed.counts[Count.DROPPED_NOT_LIVE] == 2 and feed.counts[Count.GAPS] == 0
     feed.on_frame("linear", _snap("BTCUSDT", 900), 6, 6)  # the resubscription on reconnect
     assert feed.book_states() == {"linear:BTCUSDT": "LIVE", "linear:ETHUSDT": "RESYNCING"}
 
@@ -299,10 +297,13 @@ def test_trades_bbo_liquidations_tickers() -> None:
     assert t["ts_exchange_ns"].tolist() == [4_000_000, 5_000_000]
     assert (t["ts_recv_ns"][0], t["ts_mono_ns"][0], t["price"][0], t["qty"][0]) == (
         11, 22, 65000.1, 0.5)
-    # level 1: every message is the whole top; an empty side is NaN with size 0
-    for b, a, u in (([["10", "2"]], [["11", "3"]], 7), ([], [["11", "4"]], 7)):
+    # level 1: every message is the whole top; an empty side is NaN with size 0; the 3 s
+    # re-send of an unchanged top (same u) is a duplicate
+    for b, a, u in (([["10", "2"]], [["11", "3"]], 7), ([["10", "2"]], [["11", "3"]], 7),
+                    ([], [["11", "4"]], 8)):
         feed.on_frame("spot", _ob("BTCUSDT", "snapshot", u, b, a, depth=1, ts=8), 1, 1)
     bbo = outs["bbo"].array()
+    assert len(bbo) == 2 and feed.counts[Count.DUPLICATES] == 1
     assert bbo[0][["bid_px", "bid_qty", "ask_px", "ask_qty", "update_id"]].tolist() == (
         10.0, 2.0, 11.0, 3.0, 7)
     assert math.isnan(bbo[1]["bid_px"]) and bbo[1]["bid_qty"] == 0 and bbo[1]["ask_qty"] == 4
@@ -364,6 +365,7 @@ def test_connections_and_resubscribe_frames() -> None:
     urls = BybitUrls(linear_ws="ws://127.0.0.1:1/v5/public/linear",
                      spot_ws="ws://127.0.0.1:1/v5/public/spot")
     feed, _ = _feed(*linear, *spot, urls=urls, depth_levels=50)
+    assert BybitFeed.urls_type is BybitUrls  # the worker builds urls from config with it
     conns = {c.key: c for c in feed.connections()}
     assert set(conns) == {"linear", "spot"}
     lin, spo = conns["linear"], conns["spot"]

@@ -89,7 +89,8 @@ class BinanceFeed(Feed):
                      for sid in self.books}
         self.buffered: dict[int, list[tuple[DepthUpdate, int, int]]] = {
             sid: [] for sid in self.books}
-        # last trade id / bookTicker u per symbol: a rotation overlaps two connections
+        # last trade id / bookTicker u per symbol: filters repeats while a rotation overlaps
+        # two connections (outside an overlap the exchange never repeats)
         self._last_trade = dict.fromkeys(self.symbols, -1)
         self._last_bbo = dict.fromkeys(self.symbols, -1)
         depth = "@depth" if depth_interval_ms == 1000 else f"@depth@{depth_interval_ms}ms"
@@ -208,13 +209,6 @@ class BinanceFeed(Feed):
         self.emitter.open_interest(sid, self.markets[sid], oi.time * _MS, recv, mono,
                                    oi.openInterest, _NAN)
 
-    def on_disconnect(self, conn: str, recv: int, mono: int) -> None:
-        """Books on ``conn`` resync; its duplicate filters restart (they only guard the
-        overlap of two live connections, and a venue may legitimately restart its ids)."""
-        for _, sid, _ in self._routes.get(conn, {}).values():
-            self._last_trade[sid] = self._last_bbo[sid] = -1
-        super().on_disconnect(conn, recv, mono)
-
     def _reset_sequence(self, sid: int) -> None:
         self.sync[sid].reset()
         self.buffered[sid] = []
@@ -232,14 +226,14 @@ class BinanceFeed(Feed):
         ev: Any = _DECODERS[kind](data).data
         em = self.emitter
         if kind == _TRADE:
-            if ev.t <= self._last_trade[sid]:
+            if self.overlap and ev.t <= self._last_trade[sid]:
                 self.counts[Count.DUPLICATES] += 1
                 return
             self._last_trade[sid] = ev.t
             em.trade(sid, mk, ev.T * _MS, recv, mono, ev.p, ev.q, ev.t,
                      Side.SELL if ev.m else Side.BUY)
         elif kind == _BBO:
-            if ev.u <= self._last_bbo[sid]:
+            if self.overlap and ev.u <= self._last_bbo[sid]:
                 self.counts[Count.DUPLICATES] += 1
                 return
             self._last_bbo[sid] = ev.u
@@ -247,7 +241,7 @@ class BinanceFeed(Feed):
         elif kind == _DEPTH:
             self._depth(sid, ev, recv, mono)
         elif kind == _AGG:
-            if ev.a <= self._last_trade[sid]:
+            if self.overlap and ev.a <= self._last_trade[sid]:
                 self.counts[Count.DUPLICATES] += 1
                 return
             self._last_trade[sid] = ev.a
@@ -265,7 +259,7 @@ class BinanceFeed(Feed):
 
     def _depth(self, sid: int, ev: DepthUpdate, recv: int, mono: int) -> None:
         self.book_seen[sid] = mono
-        verdict = self.sync[sid].check(ev.U, ev.u, ev.pu)
+        verdict = self.sync[sid].check(ev.U, ev.u, ev.pu, self.overlap > 0)
         if verdict == Verdict.APPLY:
             book = self.books[sid]
             bp, bq = levels(ev.b)

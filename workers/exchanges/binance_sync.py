@@ -7,9 +7,9 @@ The rules (Binance's "how to manage a local order book correctly", DESIGN.md sec
 * The first applied event must bridge the snapshot: spot ``U <= lastUpdateId + 1 <= u``; USD-M
   futures ``U <= lastUpdateId <= u`` or ``pu == lastUpdateId``.
 * Afterwards every event must continue the chain: spot ``U == previous u + 1``, futures
-  ``pu == previous u``. Anything else is a gap: the symbol resyncs (a new snapshot). An event
-  whose ``u`` was already applied is dropped as stale: duplicates happen when two connections
-  overlap during a rotation.
+  ``pu == previous u``. Anything else is a gap: the symbol resyncs (a new snapshot). A repeat
+  of the last applied event, and any older event while two connections overlap during a
+  rotation, is dropped as stale.
 """
 
 from __future__ import annotations
@@ -45,10 +45,12 @@ class BinanceDepthSync:
         self.snapshot_id = last_update_id
         self.last_u = -1
 
-    def check(self, first: int, last: int, prev: int) -> Verdict:
+    def check(self, first: int, last: int, prev: int, overlap: bool = False) -> Verdict:
         """Verdict for an event with ``U=first``, ``u=last`` and (futures) ``pu=prev``.
 
-        On APPLY the chain advances; the caller applies the event's levels.
+        On APPLY the chain advances; the caller applies the event's levels. The event just
+        applied, repeated, is STALE; during a connection overlap (``overlap``) so is any
+        older event. Otherwise going backwards is a GAP (an exchange restart, a bad replay).
         """
         snap = self.snapshot_id
         if snap < 0:
@@ -60,8 +62,8 @@ class BinanceDepthSync:
                 ok = first <= snap <= last or prev == snap
             else:
                 ok = first <= snap + 1 <= last
-        elif last <= self.last_u:
-            return Verdict.STALE  # already applied (a duplicate, or a rotation's overlap)
+        elif last == self.last_u or (overlap and last < self.last_u):
+            return Verdict.STALE  # already applied (a repeat, or a rotation's overlap)
         else:
             ok = prev == self.last_u if self.futures else first == self.last_u + 1
         if not ok:

@@ -65,6 +65,7 @@ class BybitFeed(Feed):
 
     name = "bybit"
     exchange = Exchange.BYBIT
+    urls_type = BybitUrls
     resync_kind = "resubscribe"
 
     def __init__(self, symbols: list[SymbolSpec], emitter: Emitter,
@@ -85,6 +86,7 @@ class BybitFeed(Feed):
         self.depth_levels = depth_levels
         self.sync = {sid: BybitBookSync() for sid in self.books}
         self.tickers: dict[int, TickerState] = {}
+        self._last_bbo = dict.fromkeys(self.symbols, -1)  # u of the last level-1 message
         self._ticker_wants: dict[int, int] = {}   # sid -> FUNDING | OPEN_INTEREST to emit
         # connection key (= market) -> topic -> (kind, symbol id, market id)
         self._routes: dict[str, dict[bytes, tuple[int, int, int]]] = {}
@@ -190,10 +192,16 @@ class BybitFeed(Feed):
                          FLAG_ID_HASHED if hashed else 0)
         elif kind == _BBO:
             msg = _decode_book(data)
-            b, a = msg.data.b, msg.data.a  # level 1: each message is the whole top (or empty)
-            em.bbo(sid, mk, msg.ts * _MS, recv, mono, b[0][0] if b else _NAN,
-                   b[0][1] if b else 0.0, a[0][0] if a else _NAN, a[0][1] if a else 0.0,
-                   msg.data.u)
+            u = msg.data.u
+            # level 1 is re-sent unchanged (same u) after 3 s without a change: not a new BBO.
+            # Only an equal u is a repeat: u restarts at 1 with the service.
+            if u == self._last_bbo[sid]:
+                self.counts[Count.DUPLICATES] += 1
+            else:
+                self._last_bbo[sid] = u
+                b, a = msg.data.b, msg.data.a  # level 1: each message is the whole top
+                em.bbo(sid, mk, msg.ts * _MS, recv, mono, b[0][0] if b else _NAN,
+                       b[0][1] if b else 0.0, a[0][0] if a else _NAN, a[0][1] if a else 0.0, u)
         elif kind == _TICKER:
             self._ticker(sid, mk, decode_envelope(data), recv, mono)
         else:
@@ -203,6 +211,7 @@ class BybitFeed(Feed):
         self.last_seen[sid, kind] = mono
 
     def _book(self, sid: int, mk: int, msg: Push[BookData], recv: int, mono: int) -> None:
+        self.book_seen[sid] = mono  # the liveness watchdog: any book message, even dropped
         data = msg.data
         u = data.u
         verdict = self.sync[sid].check(msg.type, u)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from itertools import chain
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
 import msgspec
 import numpy as np
@@ -48,6 +48,10 @@ _chain = chain.from_iterable
 _NAN = float("nan")
 _ID_MAX = (1 << 63) - 1
 T = TypeVar("T")
+# Values that reach the njit record kernels must fit int64 (a larger int is a numba TypingError,
+# not an exception the feed counts): book ``u`` as it is, ``ts`` after ms -> ns.
+_U = Annotated[int, msgspec.Meta(ge=0, le=_ID_MAX)]
+_TS_MS = Annotated[int, msgspec.Meta(ge=0, le=_ID_MAX // 1_000_000)]
 
 
 class Envelope(msgspec.Struct, gc=False):
@@ -83,7 +87,7 @@ class Push(msgspec.Struct, Generic[T], gc=False):
 
     data: T
     type: str = ""                       # "snapshot" or "delta"
-    ts: int = 0                          # ms, when Bybit generated the push
+    ts: _TS_MS = 0                       # ms, when Bybit generated the push
 
 
 class BookData(msgspec.Struct, gc=False):
@@ -92,7 +96,7 @@ class BookData(msgspec.Struct, gc=False):
     s: str
     b: list[tuple[float, float]]
     a: list[tuple[float, float]]
-    u: int
+    u: _U
     seq: int = 0                         # cross sequence: comparable across depths, not a chain
 
 

@@ -190,14 +190,25 @@ class FeedConnection:
     async def _successor(self) -> tuple[WSTransport, _Listener] | None:
         """Make-before-break: open and subscribe the successor and let both connections feed
         for ``overlap_s`` (the feed drops what it already has); None if it cannot open."""
+        self.feed.overlap += 1  # repeats of what the old connection delivered are expected
         try:
-            successor = await self._open()
-        except Exception as exc:
-            self._log(logging.WARNING, "rotation: successor failed (%s)", exc)
-            return None
-        await self._sleep(self.settings.overlap_s)
+            try:
+                successor = await self._open()
+            except Exception as exc:
+                self._log(logging.WARNING, "rotation: successor failed (%s)", exc)
+                return None
+            await self._sleep(self.settings.overlap_s)
+        finally:
+            self._end_overlap()
         self._log(logging.INFO, "rotating after %.0f s", self.spec.max_lifetime_s)
         return successor
+
+    def _end_overlap(self) -> None:
+        # frames of the old connection still in flight arrive just after it is closed
+        asyncio.get_running_loop().call_later(0.5, self._overlap_done)
+
+    def _overlap_done(self) -> None:
+        self.feed.overlap -= 1
 
     def _backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, initial * 2^attempt)]."""

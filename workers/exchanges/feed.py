@@ -139,6 +139,7 @@ class Feed:
         # (symbol id, channel kind) -> mono ns of its last frame, for the liveness watchdog
         self.last_seen: dict[tuple[int, int], int] = {}
         self.book_seen: dict[int, int] = {}   # symbol id -> mono ns of its last book message
+        self.overlap = 0   # > 0 while a rotation runs two connections: repeats are expected
 
     @classmethod
     def discover(cls, frames: list[bytes], market: str | None = None

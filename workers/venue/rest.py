@@ -1,15 +1,17 @@
 """The venue's REST endpoints, answered on the WebSocket port (picows serves plain GETs too).
 
-Binance: ``GET /api/v3/depth`` and ``/fapi/v1/depth`` (``symbol``, ``limit``) from the recording's
-REST snapshot files (or the synthetic book at its start), each request charged its documented
-weight against a per-minute budget, reported in ``X-MBX-USED-WEIGHT-1M``; over budget the answer
-is 429 with ``Retry-After`` (seconds to the next minute) and Binance's ``-1003`` body.
+Binance: ``GET /api/v3/depth`` and ``/fapi/v1/depth`` (``symbol``, ``limit``): the current book,
+i.e. the recording's REST snapshot file (or the synthetic start book) advanced to where the
+replay is (see ``books.DepthBooks``), each request charged its documented weight against a
+per-minute budget, reported in ``X-MBX-USED-WEIGHT-1M``; over budget the answer is 429 with
+``Retry-After`` (seconds to the next minute) and Binance's ``-1003`` body.
 OKX: ``GET /api/v5/public/instruments?instType=SWAP`` (with ``ctVal``) for synthetic markets.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,9 +19,11 @@ import msgspec
 
 from .recording import Recording
 
-__all__ = ["RestApi", "find_depth_snapshots"]
+__all__ = ["DepthSource", "RestApi", "find_depth_snapshots"]
 
 _json = msgspec.json.Encoder()
+# the depth body for a REST key ("fapi:BTCUSDT") with the best N levels per side, None if unknown
+DepthSource = Callable[[str, int], dict[str, object] | None]
 _SPOT_WEIGHTS = ((100, 5), (500, 25), (1000, 50), (5000, 250))   # limit ≤ N → weight
 _FUTURES_WEIGHTS = ((50, 2), (100, 5), (500, 10), (1000, 20))
 
@@ -51,7 +55,7 @@ def find_depth_snapshots(recordings: list[Recording]) -> dict[str, bytes]:
 class RestApi:
     """Answers GET requests: ``handle(path) -> (status, body, headers)``."""
 
-    def __init__(self, exchange: str, depth: dict[str, bytes], weight_limit_per_min: int,
+    def __init__(self, exchange: str, depth: DepthSource, weight_limit_per_min: int,
                  instruments: list[dict[str, str]] | None = None,
                  open_interest: dict[str, list[str]] | None = None):
         self.exchange = exchange
@@ -59,7 +63,7 @@ class RestApi:
         self._open_interest = open_interest or {}
         self._started = time.monotonic()
         self.weight_limit = weight_limit_per_min
-        self._depth = {sym: msgspec.json.decode(body) for sym, body in depth.items()}
+        self._depth = depth
         self._minute = 0
         self._used = 0
         self.requests = 0
@@ -128,9 +132,7 @@ class RestApi:
         if headers is None:
             return self._over_budget()
         market = "fapi" if futures else "api"
-        book = self._depth.get(f"{market}:{query.get('symbol', '').upper()}")
-        if book is None:
+        body = self._depth(f"{market}:{query.get('symbol', '').upper()}", limit)
+        if body is None:
             return 400, _json.encode({"code": -1121, "msg": "Invalid symbol."}), headers
-        body = dict(book)
-        body["bids"], body["asks"] = book["bids"][:limit], book["asks"][:limit]
         return 200, _json.encode(body), headers

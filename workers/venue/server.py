@@ -5,6 +5,12 @@ subscription, and receives only the frames of its topics, rendered as the exchan
 them. Pacing: the recording's receive times divided by ``speed``, or ``flood`` (as fast as the
 socket takes them, waiting only while the transport asks to pause writing).
 
+Each connection keeps its ``position`` (the timeline index it has played up to), so that a client
+resynchronising mid-replay gets the book *there* (``books.py``): Binance REST depth answers with
+the book at the most advanced position among the connections subscribed to that symbol's depth,
+and a Bybit/OKX book topic subscribed after the replay started gets a snapshot message just
+before its next frame, never a bare delta.
+
 The send path writes pre-encoded WebSocket frames (unmasked server frames, built once per venue)
 straight to the TCP transport, many frames per ``write``: one syscall per frame capped the
 venue at ~164 k frames/s. picows' own replies (acks, pongs) go through the same transport, so the
@@ -38,6 +44,7 @@ from picows import (
     ws_create_server,
 )
 
+from .books import DepthBooks, TopicBooks
 from .faults import FaultPlan, parse_faults
 from .protocol import Session, VenueProtocolError, open_session
 from .recording import load_recording
@@ -103,7 +110,9 @@ class Venue:
         self.topics = [m[1] for m in merged]
         self.frames = [m[2] for m in merged]
         self.encoded = [ws_text_frame(f) for f in self.frames]
-        self.rest = RestApi(config.exchange, depth, config.rest_weight_limit_per_min,
+        self.depth_books = DepthBooks(depth, self.topics, self.frames)
+        self.topic_books = TopicBooks(config.exchange, self.topics, self.frames)
+        self.rest = RestApi(config.exchange, self._depth_now, config.rest_weight_limit_per_min,
                             instruments, open_interest)
         self.faults = parse_faults(config.faults)
         self.fault_log = FaultPlan(self.faults, "venue", 0)  # connection- and REST-level faults
@@ -172,6 +181,15 @@ class Venue:
         self.connections.append(conn)
         return conn
 
+    def _depth_now(self, key: str, limit: int) -> dict[str, object] | None:
+        """The REST depth body of ``key`` at the most advanced position among the connections
+        subscribed to its depth stream (the known snapshot when there is none): the book the
+        newest events any client holds continue from."""
+        feeds = self.depth_books.feeds.get(key, set())
+        position = max((c.position for c in self.connections
+                        if not feeds.isdisjoint(c.session.topics)), default=-1)
+        return self.depth_books.body(key, position, limit)
+
     def _rest_fault(self, path: str) -> tuple[int, bytes, dict[str, str]] | None:
         spec, draw = self.faults, self.fault_log.draw
         for status, p in ((418, spec.rest_418), (429, spec.rest_429)):
@@ -192,6 +210,11 @@ class _Connection(WSListener):
         self.loops = 0
         self.replay_starts_ns: list[int] = []
         self.finished = False
+        # Timeline index played up to in the current pass (-1: none yet). Stored only where the
+        # replay yields, the only moments anything else (REST, subscriptions) can look at it.
+        self.position = -1
+        self._replaying = False  # a pass has begun: later book subscriptions need a snapshot
+        self._pending: set[str] = set()  # book topics waiting for that snapshot
         self._subscribed = asyncio.Event()
         self._writable = asyncio.Event()
         self._writable.set()
@@ -206,10 +229,18 @@ class _Connection(WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type == WSMsgType.TEXT:
+            topics = self.session.topics
+            before = set(topics)
             for reply in self.session.on_text(frame.get_payload_as_bytes()):
                 transport.send(WSMsgType.TEXT, reply)
-            if self.session.topics:
+            if self._replaying:  # a book topic joining mid-timeline must start with its book
+                self._pending.difference_update(before - topics)
+                self._pending.update(t for t in topics - before
+                                     if self.venue.topic_books.resyncs(t))
+            if topics:
                 self._subscribed.set()
+            else:  # the replay holds at its next yield rather than run through the timeline
+                self._subscribed.clear()
         elif frame.msg_type == WSMsgType.CLOSE:
             transport.send_close(frame.get_close_code())
             transport.disconnect()
@@ -234,6 +265,7 @@ class _Connection(WSListener):
 
     async def _replay(self, transport: WSTransport) -> None:
         await self._subscribed.wait()
+        self._replaying = True
         session = self.session
         # identity rendering (most endpoints) can use the venue's pre-encoded frames
         encoded = self.venue.encoded if session.sends_as_recorded else \
@@ -246,34 +278,58 @@ class _Connection(WSListener):
         """One pass over the timeline; False if a fault closed the connection.
 
         Pacing runs on CLOCK_MONOTONIC in ns (``perf_counter_ns``, the clock of the published
-        replay start): sleep until 1 ms before a frame is due, then spin to the due time, so no
-        frame leaves early (uvloop's timers have millisecond resolution).
+        replay start): sleep until 1 ms before a frame is due (at least one event-loop pass),
+        then spin to the due time, so no frame leaves early (uvloop's timers have millisecond
+        resolution). ``position`` is stored before every yield: nothing else runs in between.
         """
         venue, session = self.venue, self.session
         topics, recv = venue.topics, venue.recv_ns
+        subscribed, pending = session.topics, self._pending  # both only ever updated in place
         flood, speed = venue.config.flood, venue.config.speed
         write = transport.underlying_transport.write
         clock = time.perf_counter_ns
         start, base = clock(), recv[0]
         # the side table for latency benchmarks: frame i is due at start + (recv[i] - base)/speed
         self.replay_starts_ns.append(start)
+        self.position = -1
+        resume = 0  # paced: frames due before this fell due while nothing was subscribed
         batch: list[bytes] = []
         plan = self.plan
         held: list[bytes] = []  # frames the "reorder" fault sends after the next one
         sent_before = self.sent
         for i, frame in enumerate(encoded):
-            if topics[i] not in session.topics:
+            topic = topics[i]
+            if topic not in subscribed:
                 continue
             if not flood:
                 due = start + int((recv[i] - base) / speed)
+                if due < resume:
+                    continue
                 if due > clock():
                     if batch:
                         write(b"".join(batch))
                         batch.clear()
-                    if due - clock() > 1_000_000:
-                        await asyncio.sleep((due - clock()) / 1e9 - 0.001)
+                    # Yield whenever ahead of schedule, even for less than a millisecond: frames
+                    # closer than that would otherwise starve acks, pings, REST and every other
+                    # connection for the whole timeline. The spin then keeps "never early".
+                    self.position = i - 1
+                    await asyncio.sleep(max(0.0, (due - clock()) / 1e9 - 0.001))
+                    if not subscribed:  # hold here, not skip the rest: a subscription may follow
+                        await self._subscribed.wait()
+                        resume = clock()
+                    if topic not in subscribed or due < resume:  # changed meanwhile
+                        continue
                     while clock() < due:
                         pass
+            if pending and topic in pending:
+                # (re)subscribed mid-replay: the book first, and no delta before it
+                snapshot = venue.topic_books.snapshot_for(i)
+                if snapshot is None:
+                    continue
+                pending.discard(topic)
+                if snapshot:
+                    batch.append(ws_text_frame(session.render(snapshot)))
+                    self.sent += 1
             if plan is not None:
                 kind = plan.decide(self.data_frames, topics[i])
                 self.data_frames += 1
@@ -284,6 +340,7 @@ class _Connection(WSListener):
                     if kind == "reorder":
                         held.append(frame)
                         continue
+                    self.position = i - 1  # a stall sleeps in there
                     if not await self._inject(kind, frame, session.render(venue.frames[i])):
                         return False
                     if kind != "stall":
@@ -296,11 +353,16 @@ class _Connection(WSListener):
             if len(batch) >= _BATCH_FRAMES:
                 write(b"".join(batch))
                 batch.clear()
+                self.position = i
                 # yield: client frames (pings, subscribes) get in; wait if the socket is full
                 await (self._writable.wait() if not self._writable.is_set() else asyncio.sleep(0))
+                if not subscribed:  # as above
+                    await self._subscribed.wait()
+                    resume = clock()
         batch += held  # a frame held back by "reorder" at the very end still goes out
         if batch:
             write(b"".join(batch))
+        self.position = len(encoded) - 1
         if not flood:  # a paced timeline lasts as long as it was recorded, even if idle at its end
             await asyncio.sleep(max(0.0, (start + (recv[-1] - base) / speed - clock()) / 1e9))
         # A pass always yields; one that sent nothing (no subscribed topic in the timeline) waits,
@@ -312,6 +374,7 @@ class _Connection(WSListener):
         """This connection for ``GET /venue/connections``."""
         return {"conn_id": self.session.conn_id, "path": self.session.path,
                 "topics": sorted(self.session.topics), "sent": self.sent,
+                "position": self.position,
                 "loops": self.loops, "finished": self.finished,
                 "replay_starts_ns": self.replay_starts_ns,
                 "faults": self.plan.injected if self.plan else []}

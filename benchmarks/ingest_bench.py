@@ -1,0 +1,136 @@
+"""Feed-worker ingest: frames/s per worker in venue flood mode, and on_ws_frame → ring commit.
+
+Run: ``.venv/bin/python benchmarks/ingest_bench.py [--exchange binance,bybit,okx]
+[--case trades,depth] [--seconds S] [--runs N] [--quick]``.
+
+Per exchange and case, a local venue floods a looping synthetic market (2 symbols) and a real
+feed worker (``microstream feed``, its own process) subscribes to the case's streams only:
+``trades`` (one trade per frame) or ``depth`` (diff-depth/book messages maintained into a book;
+each applied message commits its depth records and a top-20 book record). The venue and the
+worker are pinned to different CPUs. Throughput is the worker's frame counter (shared-memory
+stats) over ``S`` seconds; the worker's CPU time per frame comes from psutil. Latency is read
+from the records themselves: ``ts_commit_ns`` (stamped inside the ring commit) minus
+``ts_mono_ns`` (``perf_counter_ns`` at ``on_ws_frame`` entry), one clock, per record of the
+ring after the run (the last ``ring_capacity`` records; trades ring for trades, book ring for
+depth). Prints JSON lines ``{"bench": "ingest", "suite": "ingest", "case", "metric",
+"value", "unit", ...}``; with several runs, the median run and the spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "workers"))
+
+import shm  # noqa: E402
+from feed_live import start_worker, stats, stop_worker, wait_for, write_config  # noqa: E402
+from workers.venue import start_venue  # noqa: E402
+
+SYMBOLS = {"binance": (("BTCUSDT", "linear"), ("ETHUSDT", "linear")),
+           "bybit": (("BTCUSDT", "linear"), ("ETHUSDT", "linear")),
+           "okx": (("BTC-USDT-SWAP", "linear"), ("ETH-USDT-SWAP", "linear"))}
+CASES = {"trades": (["trades"], "trades"), "depth": (["depth", "book"], "book")}
+
+
+def _emit(case: str, metric: str, value: float, unit: str, **extra: object) -> None:
+    print(json.dumps({"bench": "ingest", "suite": "ingest", "case": case, "metric": metric,
+                      "value": round(value, 3), "unit": unit, **extra}), flush=True)
+
+
+def _pin(pid: int, cpu: int) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) > 1:
+        os.sched_setaffinity(pid, {cpus[cpu % len(cpus)]})
+
+
+def one_run(exchange: str, case: str, seconds: float, rate: int) -> dict[str, float]:
+    """One venue + worker run; frames/s, CPU µs per frame, latency percentiles (µs)."""
+    streams, ring = CASES[case]
+    instance = "bench" + uuid.uuid4().hex[:6]
+    symbols = [{"symbol": s, "market": m, "streams": streams} for s, m in SYMBOLS[exchange]]
+    if exchange == "okx":
+        for sym in symbols:
+            sym["contract_size"] = 0.01  # the synthetic venue's ctVal
+    with tempfile.TemporaryDirectory() as tmp, start_venue(
+            exchange, [], synthetic={"symbols": 2, "rate": rate, "seconds": 10, "seed": 1},
+            flood=True, loop=True) as venue:
+        _pin(venue.proc.pid, 0)
+        cfg = write_config(Path(tmp) / "config.toml", instance, exchange, venue.ws_url,
+                           venue.rest_url, symbols, extra="ring_capacity = 262144\n")
+        proc = start_worker(exchange, cfg, Path(tmp) / "worker.log")
+        try:
+            _pin(proc.pid, 1)
+            wait_for(lambda: (stats(instance, exchange) or {}).get("frames", 0) > 10_000, 120,
+                     "the worker to receive frames")
+            time.sleep(1.0)  # warm-up discarded
+            ps = psutil.Process(proc.pid)
+            s0, c0, t0 = stats(instance, exchange), ps.cpu_times(), time.perf_counter()
+            time.sleep(seconds)
+            s1, c1, t1 = stats(instance, exchange), ps.cpu_times(), time.perf_counter()
+            assert s0 is not None and s1 is not None
+            frames = s1["frames"] - s0["frames"]
+            cpu = (c1.user + c1.system) - (c0.user + c0.system)
+            reader = shm.Reader.attach(exchange, ring, instance, start="oldest")
+            records = []
+            while len(batch := reader.poll(timeout_s=0.2)):
+                records.append(batch)
+            reader.close()
+        finally:
+            stop_worker(proc)
+            log = (Path(tmp) / "worker.log").read_text()
+        for info in shm.list_segments(instance):
+            os.unlink(os.path.join(shm.SHM_DIR, info.name))
+    recs = np.concatenate(records) if records else np.zeros(0)
+    if case == "depth":
+        recs = recs[recs["state"] == shm.BookState.LIVE]
+    if not len(recs):
+        raise RuntimeError(f"{exchange}/{case}: no records; worker log:\n{log[-2000:]}")
+    lat = (recs["ts_commit_ns"] - recs["ts_mono_ns"]) / 1e3
+    return {"frames_per_s": frames / (t1 - t0), "cpu_us_per_frame": cpu / max(frames, 1) * 1e6,
+            "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
+            "p999": float(np.percentile(lat, 99.9)), "records": float(len(lat)),
+            "errors": float(s1["decode_errors"] + s1["gaps"] + s1["checksum_failures"])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--exchange", default="binance,bybit,okx")
+    parser.add_argument("--case", default="trades,depth")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rate", type=int, default=5000, help="synthetic events/s (timeline)")
+    parser.add_argument("--quick", action="store_true", help="one short run (CI smoke test)")
+    args = parser.parse_args(argv)
+    runs, seconds = (1, 1.5) if args.quick else (args.runs, args.seconds)
+    for exchange in args.exchange.split(","):
+        for case in args.case.split(","):
+            results = [one_run(exchange, case, seconds, args.rate) for _ in range(runs)]
+            median = sorted(results, key=lambda r: r["frames_per_s"])[len(results) // 2]
+            name = f"{exchange}/{case}"
+            spread = [round(r["frames_per_s"]) for r in results]
+            _emit(name, "throughput", median["frames_per_s"], "frames/s", runs=spread)
+            _emit(name, "worker_cpu", median["cpu_us_per_frame"], "us/frame")
+            for p in ("p50", "p99", "p999"):
+                _emit(name, f"frame_to_commit_{p}", median[p], "us",
+                      runs=[round(r[p], 2) for r in results],
+                      median_of_runs=round(statistics.median(r[p] for r in results), 2))
+            _emit(name, "records", median["records"], "count")
+            _emit(name, "sequence_or_decode_errors", median["errors"], "count")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
