@@ -35,8 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "workers"))
 
-import shm  # noqa: E402
 from feed_live import start_worker, stats, stop_worker, wait_for, write_config  # noqa: E402
+
+import shm  # noqa: E402
 from workers.venue import start_venue  # noqa: E402
 
 SYMBOLS = {"binance": (("BTCUSDT", "linear"), ("ETHUSDT", "linear")),
@@ -83,14 +84,18 @@ def one_run(exchange: str, case: str, seconds: float, rate: int) -> dict[str, fl
             assert s0 is not None and s1 is not None
             frames = s1["frames"] - s0["frames"]
             cpu = (c1.user + c1.system) - (c0.user + c0.system)
-            reader = shm.Reader.attach(exchange, ring, instance, start="oldest")
-            records = []
-            while len(batch := reader.poll(timeout_s=0.2)):
-                records.append(batch)
-            reader.close()
         finally:
             stop_worker(proc)
             log = (Path(tmp) / "worker.log").read_text()
+        # the stopped worker's ring is still there (closed, not unlinked): read what it holds
+        reader = shm.Reader.attach(exchange, ring, instance, start="oldest")
+        records = []
+        try:
+            while len(batch := reader.poll(timeout_s=0.2)):
+                records.append(batch)
+        except shm.WriterGone:
+            pass
+        reader.close()
         for info in shm.list_segments(instance):
             os.unlink(os.path.join(shm.SHM_DIR, info.name))
     recs = np.concatenate(records) if records else np.zeros(0)

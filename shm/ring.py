@@ -83,6 +83,16 @@ class Writer:
                                  f"{exc}") from None
         return self._publish(self._stage_addr, 1)
 
+    @property
+    def stage(self) -> np.ndarray:
+        """A writable one-record array of the ring's dtype: fill it in place (for example with
+        ``struct.pack_into``), then :meth:`commit_staged` — the allocation-free commit."""
+        return self._stage
+
+    def commit_staged(self) -> int:
+        """Commit the record in :attr:`stage`; returns its seq."""
+        return self._publish(self._stage_addr, 1)
+
     def commit_batch(self, records: np.ndarray) -> int:
         """Commit a 1-d array of records in order; returns the seq of the last one (−1 if empty)."""
         if records.dtype is not self.dtype and records.dtype != self.dtype:

@@ -84,6 +84,9 @@ def test_mutated_frames_never_escape(exchange: str) -> None:
             fed += 1
     assert feed.counts[Count.FRAMES] == fed >= MUTATIONS
     assert feed.counts[Count.DECODE_ERRORS] > fed // 10  # the mutations did reach the decoders
+    # on_frame also survives unexpected exceptions (counted as handler errors); there must be
+    # none: each would be a bug on malformed input
+    assert feed.counts[Count.HANDLER_ERRORS] == 0, list(feed.samples)[-3:]
     book = outs["book"].array()
     live = book[book["state"] == BookState.LIVE]
     both = live[(live["n_bids"] > 0) & (live["n_asks"] > 0)]

@@ -42,6 +42,8 @@ _NAN = float("nan")
 _MAX_BUFFERED = 50_000  # depth events kept per symbol while a snapshot is on its way
 
 (_DEPTH, _BBO, _TRADE, _AGG, _MARK, _LIQ) = range(6)
+# plain ints on the hot path: an IntEnum member lookup costs more than the work it labels
+_BUY, _SELL, _DUPLICATES = int(Side.BUY), int(Side.SELL), int(Count.DUPLICATES)
 _DECODERS = [msgspec.json.Decoder(Combined[t], strict=False).decode  # type: ignore[valid-type]
              for t in (DepthUpdate, BookTicker, Trade, AggTrade, MarkPrice, ForceOrder)]
 
@@ -227,14 +229,13 @@ class BinanceFeed(Feed):
         em = self.emitter
         if kind == _TRADE:
             if self.overlap and ev.t <= self._last_trade[sid]:
-                self.counts[Count.DUPLICATES] += 1
+                self.counts[_DUPLICATES] += 1
                 return
             self._last_trade[sid] = ev.t
-            em.trade(sid, mk, ev.T * _MS, recv, mono, ev.p, ev.q, ev.t,
-                     Side.SELL if ev.m else Side.BUY)
+            em.trade(sid, mk, ev.T * _MS, recv, mono, ev.p, ev.q, ev.t, _SELL if ev.m else _BUY)
         elif kind == _BBO:
             if self.overlap and ev.u <= self._last_bbo[sid]:
-                self.counts[Count.DUPLICATES] += 1
+                self.counts[_DUPLICATES] += 1
                 return
             self._last_bbo[sid] = ev.u
             em.bbo(sid, mk, ev.E * _MS, recv, mono, ev.b, ev.B, ev.a, ev.A, ev.u)
@@ -242,11 +243,10 @@ class BinanceFeed(Feed):
             self._depth(sid, ev, recv, mono)
         elif kind == _AGG:
             if self.overlap and ev.a <= self._last_trade[sid]:
-                self.counts[Count.DUPLICATES] += 1
+                self.counts[_DUPLICATES] += 1
                 return
             self._last_trade[sid] = ev.a
-            em.trade(sid, mk, ev.T * _MS, recv, mono, ev.p, ev.q, ev.a,
-                     Side.SELL if ev.m else Side.BUY)
+            em.trade(sid, mk, ev.T * _MS, recv, mono, ev.p, ev.q, ev.a, _SELL if ev.m else _BUY)
         elif kind == _MARK:
             em.funding(sid, mk, ev.E * _MS, recv, mono, ev.p, ev.i, ev.r, _NAN, ev.T * _MS)
         else:
@@ -254,8 +254,7 @@ class BinanceFeed(Feed):
             filled = o.z > 0
             em.liquidation(sid, mk, (o.T or ev.E) * _MS, recv, mono,
                            o.ap if filled and o.ap > 0 else o.p, o.z if filled else o.q,
-                           Side.BUY if o.S == "BUY" else Side.SELL)
-        self.last_seen[sid, kind] = mono
+                           _BUY if o.S == "BUY" else _SELL)
 
     def _depth(self, sid: int, ev: DepthUpdate, recv: int, mono: int) -> None:
         self.book_seen[sid] = mono

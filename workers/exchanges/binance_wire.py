@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from itertools import chain
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
 import msgspec
 import numpy as np
@@ -43,6 +43,11 @@ __all__ = [
 
 T = TypeVar("T")
 
+# Exchange ids and millisecond times, bounded so that ids fit int64 and ms * 10^6 (ns) too:
+# a larger number is malformed input (a DecodeError), not a crash in a kernel later.
+Id = Annotated[int, msgspec.Meta(ge=-1, le=2**63 - 1)]
+Ms = Annotated[int, msgspec.Meta(ge=0, le=9_000_000_000_000)]
+
 
 class Combined(msgspec.Struct, Generic[T], gc=False):
     """A combined-stream frame decoded straight into its event type (one decode per frame;
@@ -61,62 +66,62 @@ class Envelope(msgspec.Struct, gc=False):
 class DepthUpdate(msgspec.Struct, gc=False):
     """``depthUpdate``: levels changed between update ids ``U`` and ``u``."""
 
-    E: int
+    E: Ms
     s: str
-    U: int
-    u: int
+    U: Id
+    u: Id
     b: list[tuple[float, float]]
     a: list[tuple[float, float]]
-    pu: int = -1   # USD-M only: u of the previous event
-    T: int = 0
+    pu: Id = -1   # USD-M only: u of the previous event
+    T: Ms = 0
 
 
 class BookTicker(msgspec.Struct, gc=False):
     """Best bid/ask with the book update id ``u``."""
 
-    u: int
+    u: Id
     s: str
     b: float
     B: float
     a: float
     A: float
-    E: int = 0
-    T: int = 0
+    E: Ms = 0
+    T: Ms = 0
 
 
 class Trade(msgspec.Struct, gc=False):
     """``trade``: ``m`` is True when the buyer was the maker (the aggressor sold)."""
 
-    E: int
+    E: Ms
     s: str
-    t: int
+    t: Id
     p: float
     q: float
     m: bool
-    T: int = 0
+    T: Ms = 0
 
 
 class AggTrade(msgspec.Struct, gc=False):
     """``aggTrade``: fills of one taker order at one price; ``a`` is the aggregate id."""
 
-    E: int
+    E: Ms
     s: str
-    a: int
+    a: Id
     p: float
     q: float
     m: bool
-    T: int = 0
+    T: Ms = 0
 
 
 class MarkPrice(msgspec.Struct, gc=False):
     """``markPriceUpdate``: mark ``p``, index ``i``, funding rate ``r``, next funding ``T``."""
 
-    E: int
+    E: Ms
     s: str
     p: float
     i: float = float("nan")
     r: float = float("nan")
-    T: int = 0
+    T: Ms = 0
 
 
 class LiquidationOrder(msgspec.Struct, gc=False):
@@ -128,13 +133,13 @@ class LiquidationOrder(msgspec.Struct, gc=False):
     p: float
     ap: float = 0.0
     z: float = 0.0
-    T: int = 0
+    T: Ms = 0
 
 
 class ForceOrder(msgspec.Struct, gc=False):
     """``forceOrder``: a liquidation order (sampled: at most one per symbol per second)."""
 
-    E: int
+    E: Ms
     o: LiquidationOrder
 
 
@@ -158,13 +163,13 @@ class OpenInterest(msgspec.Struct, gc=False):
 
     openInterest: float
     symbol: str = ""
-    time: int = 0
+    time: Ms = 0
 
 
 class DepthSnapshot(msgspec.Struct, gc=False):
     """REST ``/api/v3/depth`` or ``/fapi/v1/depth`` body."""
 
-    lastUpdateId: int
+    lastUpdateId: Id
     bids: list[tuple[float, float]]
     asks: list[tuple[float, float]]
 

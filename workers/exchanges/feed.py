@@ -14,6 +14,7 @@ announces that with an empty, not-LIVE book record. Only that symbol resyncs.
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from collections.abc import Callable
 from enum import IntEnum
@@ -60,6 +61,7 @@ class Count(IntEnum):
     STALE_CONNECTIONS = 18  # connections closed by the stale watchdog
     PINGS = 19             # application pings sent
     DUPLICATES = 20        # records already delivered (connection overlap, venue repeats)
+    HANDLER_ERRORS = 21    # unexpected exceptions in a handler (a bug: see the samples)
 
 
 class SymbolSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -154,12 +156,14 @@ class Feed:
     # -- hot path -----------------------------------------------------------------------
     def on_frame(self, conn: str, data: bytes, recv: int, mono: int) -> None:
         """Handle one text frame from connection ``conn``; never raises."""
-        self.counts[Count.FRAMES] += 1
+        self.counts[0] += 1  # Count.FRAMES
         try:
             self._on_frame(conn, data, recv, mono)
         except (msgspec.DecodeError, ValueError, KeyError, TypeError, IndexError,
-                AttributeError, OverflowError) as exc:
+                AttributeError, OverflowError, struct.error) as exc:  # bad input
             self.bad(Count.DECODE_ERRORS, data, exc)
+        except Exception as exc:  # a bug must not take the worker down: counted and sampled
+            self.bad(Count.HANDLER_ERRORS, data, repr(exc))
 
     def _on_frame(self, conn: str, data: bytes, recv: int, mono: int) -> None:
         raise NotImplementedError
@@ -189,8 +193,11 @@ class Feed:
         and ask the control plane for a fresh start (snapshot or resubscription)."""
         self.counts[reason] += 1
         book = self.books[sid]
-        if book.state == BookState.RESYNCING:
-            return  # already on its way back
+        if book.state == BookState.RESYNCING:  # a bad start: forget it, ask again
+            book.clear()
+            self._reset_sequence(sid)
+            self.request(self.resync_kind, sid)
+            return
         self.counts[Count.RESYNCS] += 1
         book.state = BookState.RESYNCING
         book.epoch += 1

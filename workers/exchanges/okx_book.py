@@ -18,7 +18,9 @@ lists, or the raw JSON from :data:`~workers.exchanges.okx_wire.decode_books_raw`
 reads the first two strings of each level and parses them itself, about 2.5× cheaper than
 ``float()`` in Python. The parse is exact: Clinger's fast path (an integer mantissa ≤ 2^53 scaled
 by 10^-k, k ≤ 22, is one correctly rounded IEEE operation) gives the same float as
-``float(text)``; any other number falls back to ``float()``.
+``float(text)``; any other number falls back to ``float()``. The kernel then converts sizes to
+the book's float units (``OkxBook.qty_scale``: contracts → base units) and keeps the message's
+parsed levels for the caller's depth records (``OkxBook.message_levels``).
 
 :class:`OkxSequence` implements the ``seqId``/``prevSeqId`` rule; frames without them (OKX
 before 2022, the recordings) skip it, and only the checksum proves continuity.
@@ -213,27 +215,36 @@ def _apply_side(f: np.ndarray, slots: np.ndarray, s: np.ndarray, ln: np.ndarray,
 @nb.njit(cache=True)
 def _apply_message(f: np.ndarray, slots: np.ndarray, s: np.ndarray, ln: np.ndarray,
                    n_bids: int, n_asks: int, bids: bytes, asks: bytes, offs: np.ndarray,
-                   vals: np.ndarray, floats_given: bool) -> tuple[int, int, int]:
-    """Scan both sides, then apply them; returns (status, n_bids, n_asks). With
-    ``floats_given`` the caller has filled ``vals`` (the ``float()`` fallback)."""
+                   vals: np.ndarray, floats_given: bool, scale: float, inverse: bool
+                   ) -> tuple[int, int, int, int, int]:
+    """Scan both sides, then apply them; returns (status, n_bids, n_asks, bid rows, rows).
+    With ``floats_given`` the caller has filled ``vals`` (the ``float()`` fallback). Sizes
+    are stored as ``size * scale`` (``/ price`` if ``inverse``): see :class:`OkxBook`."""
     width = s.shape[3]
     mid = _scan(bids, offs, vals, 0, not floats_given, width)
     if mid < 0:
-        return mid, n_bids, n_asks
+        return mid, n_bids, n_asks, 0, 0
     end = _scan(asks, offs, vals, mid, not floats_given, width)
     if end < 0:
-        return end, n_bids, n_asks
+        return end, n_bids, n_asks, 0, 0
     if not floats_given:
         for row in range(end):
             if np.isnan(vals[row, 0]) or np.isnan(vals[row, 1]):
-                return _SLOW, n_bids, n_asks
+                return _SLOW, n_bids, n_asks, 0, 0
+    if scale != 1.0 or inverse:
+        for row in range(end):
+            if inverse and not vals[row, 0] > 0.0:
+                return _BAD, n_bids, n_asks, 0, 0
+        for row in range(end):  # size 0 stays 0: deletes are unaffected
+            vals[row, 1] = vals[row, 1] * scale / vals[row, 0] if inverse else (
+                vals[row, 1] * scale)
     nb_ = _apply_side(f, slots, s, ln, 0, n_bids, bids, offs, vals, 0, mid, True)
     if nb_ < 0:
-        return _FULL, n_bids, n_asks
+        return _FULL, n_bids, n_asks, 0, 0
     na = _apply_side(f, slots, s, ln, 1, n_asks, asks, offs, vals, mid, end, False)
     if na < 0:
-        return _FULL, nb_, n_asks
-    return _OK, nb_, na
+        return _FULL, nb_, n_asks, 0, 0
+    return _OK, nb_, na, mid, end
 
 
 @nb.njit(cache=True)
@@ -280,10 +291,20 @@ class OkxBook(Book):
 
     Strings longer than ``width`` bytes are rejected (ValueError); OKX's are ≤ 13 in the
     recordings. ``Book.apply`` (floats only) is refused: it would leave the strings stale.
+
+    ``qty_scale`` and ``inverse`` convert OKX's sizes (contracts for derivatives) into the float
+    quantities the book keeps: ``size * qty_scale``, divided by the level's price when
+    ``inverse`` (a contract worth ``qty_scale`` quote units). The strings, and so the checksum,
+    stay the exchange's; every float reader (records, ``top``, ``levels``) sees base units.
+    Set them before the first message: levels already stored are not rescaled.
     """
 
-    def __init__(self, capacity: int = 1024, width: int = 32) -> None:
+    def __init__(self, capacity: int = 1024, width: int = 32, qty_scale: float = 1.0,
+                 inverse: bool = False) -> None:
         super().__init__(0)
+        self.qty_scale = float(qty_scale)
+        self.inverse = bool(inverse)
+        self._rows = (0, 0)  # bid rows, all rows of the last applied message in _vals
         # rows: bid px, bid size, ask px, ask size; the Book attributes are views of them
         self._f = np.zeros((4, capacity))
         self.bid_px, self.bid_qty, self.ask_px, self.ask_qty = self._f
@@ -313,17 +334,28 @@ class OkxBook(Book):
         ``okx_wire.decode_books_raw``'s fields: the lists are never built)."""
         args = (self._f, self._slots, self._s, self._n, self.n_bids, self.n_asks, bids, asks,
                 self._offs, self._vals)
-        status, n, m = _apply_message(*args, False)
+        scale, inverse = self.qty_scale, self.inverse
+        self._rows = (0, 0)
+        status, n, m, mid, end = _apply_message(*args, False, scale, inverse)
         if status == _SLOW:  # a number outside the exact fast path: Python parses them all
             levels = msgspec.json.decode(bids) + msgspec.json.decode(asks)
             self._vals[:len(levels)] = [(float(lv[0]), float(lv[1])) for lv in levels]
-            status, n, m = _apply_message(*args, True)
+            status, n, m, mid, end = _apply_message(*args, True, scale, inverse)
         if status == _FULL:
             self.n_bids, self.n_asks = n, m
             raise BookOverflow(f"book side full ({self._f.shape[1]} levels)")
         if status != _OK:
             raise ValueError(f"malformed OKX levels: {bids[:80]!r} {asks[:80]!r}")
         self.n_bids, self.n_asks = n, m
+        self._rows = (mid, end)
+
+    def message_levels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The last applied message's levels as floats (bid prices, bid quantities, ask
+        prices, ask quantities, in message order, quantities scaled like the book's): views
+        of per-message scratch, valid until the next apply; empty after a failed one."""
+        mid, end = self._rows
+        v = self._vals
+        return v[:mid, 0], v[:mid, 1], v[mid:end, 0], v[mid:end, 1]
 
     def checksum(self, depth: int = CHECKSUM_DEPTH) -> int:
         """OKX's checksum of the current book (compare with the message's ``checksum``)."""

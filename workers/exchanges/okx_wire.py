@@ -17,7 +17,7 @@ from before OKX added them): distinct from ``prevSeqId == -1``, which marks a sn
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -28,6 +28,8 @@ __all__ = [
     "Envelope",
     "FundingRate",
     "IndexTicker",
+    "Instrument",
+    "Instruments",
     "Liquidation",
     "LiquidationDetail",
     "MarkPrice",
@@ -42,6 +44,7 @@ __all__ = [
     "decode_envelope",
     "decode_funding_rate",
     "decode_index_tickers",
+    "decode_instruments",
     "decode_liquidations",
     "decode_mark_price",
     "decode_open_interest",
@@ -56,6 +59,11 @@ class Num(float):
 
 _NAN = Num(math.nan)
 _T = TypeVar("_T")
+_ID_MAX = (1 << 63) - 1
+# book fields reach the njit record kernels, where an int beyond int64 is a numba TypingError
+# (not an exception the feed counts): reject them while decoding. ``ts`` is then ms -> ns.
+_TS_MS = Annotated[int, msgspec.Meta(ge=0, le=_ID_MAX // 1_000_000)]
+_SEQ = Annotated[int, msgspec.Meta(ge=-1, le=_ID_MAX)]
 
 
 def _dec_hook(tp: type, obj: Any) -> Any:
@@ -95,10 +103,10 @@ class BookData(msgspec.Struct, gc=False):
 
     asks: list[list[str]]
     bids: list[list[str]]
-    ts: int
+    ts: _TS_MS
     checksum: int
-    seqId: int | None = None
-    prevSeqId: int | None = None
+    seqId: _SEQ | None = None
+    prevSeqId: _SEQ | None = None
 
 
 class RawBookData(msgspec.Struct, gc=False):
@@ -107,10 +115,10 @@ class RawBookData(msgspec.Struct, gc=False):
 
     asks: msgspec.Raw
     bids: msgspec.Raw
-    ts: int
+    ts: _TS_MS
     checksum: int
-    seqId: int | None = None
-    prevSeqId: int | None = None
+    seqId: _SEQ | None = None
+    prevSeqId: _SEQ | None = None
 
 
 class BboData(msgspec.Struct, gc=False):
@@ -118,8 +126,8 @@ class BboData(msgspec.Struct, gc=False):
 
     asks: list[list[str]]
     bids: list[list[str]]
-    ts: int
-    seqId: int | None = None
+    ts: _TS_MS
+    seqId: _SEQ | None = None
     instId: str = ""
 
 
@@ -209,6 +217,27 @@ class IndexTicker(msgspec.Struct, gc=False):
     sodUtc8: Num = _NAN
 
 
+class Instrument(msgspec.Struct, gc=False):
+    """One item of ``GET /api/v5/public/instruments``: a contract is ``ctVal × ctMult`` units of
+    ``ctValCcy`` (the base coin for linear contracts and options, USD for inverse ones); spot
+    instruments have neither (NaN)."""
+
+    instId: str
+    instType: str = ""
+    ctVal: Num = _NAN
+    ctMult: Num = _NAN
+    ctValCcy: str = ""
+    state: str = ""
+
+
+class Instruments(msgspec.Struct, gc=False):
+    """The ``/api/v5/public/instruments`` answer (``code`` ``"0"`` on success)."""
+
+    code: str = "0"
+    msg: str = ""
+    data: list[Instrument] = []
+
+
 class Ticker(msgspec.Struct, gc=False):
     """``tickers``: an option without a bid or ask sends ``""`` (NaN here)."""
 
@@ -240,3 +269,4 @@ decode_mark_price = _lenient(list[MarkPrice]).decode
 decode_open_interest = _lenient(list[OpenInterest]).decode
 decode_index_tickers = _lenient(list[IndexTicker]).decode
 decode_tickers = _lenient(list[Ticker]).decode
+decode_instruments = _lenient(Instruments).decode  # the whole REST body, not Envelope.data

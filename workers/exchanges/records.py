@@ -11,8 +11,9 @@ Stream names are the bus's (``trades``, ``bbo``, ``depth``, ``book``, ``liquidat
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import numba as nb
 import numpy as np
@@ -43,6 +44,11 @@ _LIVE = int(BookState.LIVE)
 class Output(Protocol):
     """Where one stream's records go (``shm.Writer`` has this shape)."""
 
+    @property
+    def stage(self) -> np.ndarray: ...
+
+    def commit_staged(self) -> int: ...
+
     def commit(self, record: object) -> int: ...
 
     def commit_batch(self, records: np.ndarray) -> int: ...
@@ -62,11 +68,20 @@ class Collector:
         self.records: list[np.ndarray] = []
         self._stage = np.zeros(1, dtype)
 
+    @property
+    def stage(self) -> np.ndarray:
+        """One-record staging array (see ``shm.Writer.stage``)."""
+        return self._stage
+
+    def commit_staged(self) -> int:
+        """Keep the staged record."""
+        self.records.append(self._stage.copy())
+        return len(self.records) - 1
+
     def commit(self, record: object) -> int:
         """Keep one record (a tuple in field order or a row of the dtype)."""
         self._stage[0] = record
-        self.records.append(self._stage.copy())
-        return len(self.records) - 1
+        return self.commit_staged()
 
     def commit_batch(self, records: np.ndarray) -> int:
         """Keep a batch of records."""
@@ -78,6 +93,27 @@ class Collector:
         if not self.records:
             return np.zeros(0, self.dtype)
         return np.concatenate(self.records)
+
+
+_STRUCT_CODES = {"u8": "Q", "i8": "q", "u4": "I", "i4": "i", "u2": "H", "i2": "h", "u1": "B",
+                 "i1": "b", "f8": "d", "f4": "f"}
+
+
+def record_struct(dtype: np.dtype) -> struct.Struct:
+    """A ``struct.Struct`` packing a flat record of ``dtype`` (padding included), so a record is
+    staged with one ``pack_into`` (~0.2 µs) instead of a numpy tuple assignment (~0.6 µs)."""
+    fmt, pos = "<", 0
+    fields: Mapping[str, Any] = dtype.fields or {}
+    for name, (field, offset) in sorted(((n, fields[n][:2]) for n in dtype.names or ()),
+                                        key=lambda item: item[1][1]):
+        if field.shape:
+            raise ValueError(f"field {name} is an array: not packable")
+        fmt += "x" * (offset - pos) + _STRUCT_CODES[field.str[1:]]
+        pos = offset + field.itemsize
+    fmt += "x" * (dtype.itemsize - pos)
+    packer = struct.Struct(fmt)
+    assert packer.size == dtype.itemsize
+    return packer
 
 
 @nb.njit(cache=True)
@@ -172,6 +208,9 @@ class Emitter:
         self._oi = outputs.get("open_interest")
         self._depth_buf = np.zeros(max_depth_levels, DEPTH)
         self._book_row = np.zeros(1, self.book_dtype)
+        # hot single-record streams are staged with struct.pack_into, then committed in place
+        self._trade_stage, self._trade_pack, self._trade_commit = self._staging("trades", TRADE)
+        self._bbo_stage, self._bbo_pack, self._bbo_commit = self._staging("bbo", BBO)
         self._latest_bbo = self.latest.get("bbo")
         self._latest_book = self.latest.get("book")
         self._latest_funding = self.latest.get("funding")
@@ -183,22 +222,31 @@ class Emitter:
                 raise ValueError(f"output for {name} has dtype {out.dtype}, expected "  # type: ignore[attr-defined]
                                  f"{dtype}")
 
+    def _staging(self, stream: str, dtype: np.dtype) -> tuple[Any, Any, Any]:
+        out = self.outputs.get(stream)
+        if out is None:
+            return None, None, None
+        return out.stage, record_struct(dtype).pack_into, out.commit_staged
+
     def trade(self, sid: int, market: int, ts_ex: int, recv: int, mono: int, price: float,
               qty: float, trade_id: int, side: int, flags: int = 0) -> None:
         """One trade; ``side`` is the aggressor's (``Side.BUY``/``Side.SELL``)."""
-        if self._trades is not None:
-            self._trades.commit((0, ts_ex, recv, mono, 0, sid, self.exchange, market, flags,
-                                 price, qty, trade_id, side))
+        stage = self._trade_stage
+        if stage is not None:
+            self._trade_pack(stage, 0, 0, ts_ex, recv, mono, 0, sid, self.exchange, market,
+                             flags, price, qty, trade_id, side)
+            self._trade_commit()
 
     def bbo(self, sid: int, market: int, ts_ex: int, recv: int, mono: int, bid_px: float,
             bid_qty: float, ask_px: float, ask_qty: float, update_id: int) -> None:
         """Best bid and offer (level 1)."""
-        if self._bbo is not None:
-            rec = (0, ts_ex, recv, mono, 0, sid, self.exchange, market, 0, bid_px, bid_qty,
-                   ask_px, ask_qty, update_id)
-            self._bbo.commit(rec)
+        stage = self._bbo_stage
+        if stage is not None:
+            self._bbo_pack(stage, 0, 0, ts_ex, recv, mono, 0, sid, self.exchange, market, 0,
+                           bid_px, bid_qty, ask_px, ask_qty, update_id)
+            self._bbo_commit()
             if self._latest_bbo is not None:
-                self._latest_bbo.update(sid, rec)
+                self._latest_bbo.update(sid, stage[0])
 
     def depth(self, sid: int, market: int, ts_ex: int, recv: int, mono: int,
               bid_px: np.ndarray, bid_qty: np.ndarray, ask_px: np.ndarray, ask_qty: np.ndarray,
@@ -208,6 +256,7 @@ class Emitter:
         out = self._depth
         if out is None:
             return
+        state = int(state)  # an IntEnum argument makes numba's dispatch ~20 µs slower
         if state != _LIVE:
             flags |= FLAG_NOT_LIVE
         buf = self._depth_buf

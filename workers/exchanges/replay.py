@@ -53,10 +53,17 @@ class ReplaySink:
             self.sink, self.stream, self.dtype = sink, stream, STREAMS[stream]
             self._stage = np.zeros(1, self.dtype)
 
-        def commit(self, record: object) -> int:
-            self._stage[0] = record
+        @property
+        def stage(self) -> np.ndarray:
+            return self._stage
+
+        def commit_staged(self) -> int:
             self.sink.chunks.append((self.stream, self._stage.copy()))
             return len(self.sink.chunks) - 1
+
+        def commit(self, record: object) -> int:
+            self._stage[0] = record
+            return self.commit_staged()
 
         def commit_batch(self, records: np.ndarray) -> int:
             self.sink.chunks.append((self.stream, records.copy()))
