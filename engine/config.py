@@ -92,6 +92,10 @@ class ExchangeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     open_interest_poll_s: float = 5.0   # Binance USD-M REST poll
     rest_weight_per_min: int = 1_200    # REST weight budget (Binance reports usage)
     silent_after_s: float = 10.0        # a LIVE book with no message this long turns STALE
+    # channel name -> seconds without a frame before it is flagged silent (0: never); names:
+    # book, bbo, trades, mark, funding, ticker, open_interest, liquidations
+    channel_silence_s: dict[str, float] = {}
+    resync_retry_s: float = 30.0        # a book still resyncing after this asks again
     connection: ConnectionConfig = ConnectionConfig()
 
     def __post_init__(self) -> None:
@@ -101,7 +105,7 @@ class ExchangeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         if not 1 <= self.book_depth <= 255:
             raise ValueError("book_depth must be in 1..255")
         for name in ("full_snapshot_interval_s", "open_interest_poll_s", "silent_after_s",
-                     "rest_weight_per_min", "book_capacity"):
+                     "rest_weight_per_min", "book_capacity", "resync_retry_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
         if self.cpu < -1:

@@ -63,6 +63,7 @@ class BinanceFeed(Feed):
     name = "binance"
     exchange = Exchange.BINANCE
     urls_type = BinanceUrls
+    CHANNELS = ("book", "bbo", "trades", "trades", "mark", "liquidations")
     resync_kind = "snapshot"
 
     def __init__(self, symbols: list[SymbolSpec], emitter: Emitter,
@@ -224,6 +225,7 @@ class BinanceFeed(Feed):
         if route is None:
             self.bad(Count.UNKNOWN_FRAMES, data)
             return
+        self.last_seen[route] = mono
         kind, sid, mk = route
         ev: Any = _DECODERS[kind](data).data
         em = self.emitter

@@ -66,6 +66,7 @@ class BybitFeed(Feed):
     name = "bybit"
     exchange = Exchange.BYBIT
     urls_type = BybitUrls
+    CHANNELS = ("book", "bbo", "trades", "ticker", "liquidations")
     resync_kind = "resubscribe"
 
     def __init__(self, symbols: list[SymbolSpec], emitter: Emitter,
@@ -181,6 +182,7 @@ class BybitFeed(Feed):
         if route is None:
             self.bad(Count.UNKNOWN_FRAMES, data)
             return
+        self.last_seen[route] = mono
         kind, sid, mk = route
         em = self.emitter
         if kind == _BOOK:
@@ -208,7 +210,6 @@ class BybitFeed(Feed):
             for liq in _decode_liquidations(data).data:
                 em.liquidation(sid, mk, liq.T * _MS, recv, mono, liq.p, liq.v,
                                liquidation_order_side(liq.S))
-        self.last_seen[sid, kind] = mono
 
     def _book(self, sid: int, mk: int, msg: Push[BookData], recv: int, mono: int) -> None:
         self.book_seen[sid] = mono  # the liveness watchdog: any book message, even dropped

@@ -81,6 +81,7 @@ class FeedConnection:
         self.settings = settings
         self.connected = False
         self.connects = 0
+        self.connected_at_ns = 0   # time.monotonic_ns() of the current connection's start
         self.rotations = 0
         self.transport: WSTransport | None = None
         self._stop = asyncio.Event()
@@ -142,6 +143,8 @@ class FeedConnection:
                 self.connects += 1
                 self._log(logging.INFO, "connected to %s", self.spec.url)
             transport, listener = current
+            if not self.connected:
+                self.connected_at_ns = time.monotonic_ns()
             self.transport, self.connected = transport, True
             opened = time.monotonic()
             reason, successor = await self._watch(transport, listener, opened)

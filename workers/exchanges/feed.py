@@ -122,6 +122,7 @@ class Feed:
     name = ""
     exchange = Exchange.NONE
     urls_type: Any = None   # the msgspec struct of the feed's endpoints
+    CHANNELS: tuple[str, ...] = ()   # channel name of each route kind (liveness watchdog)
 
     def __init__(self, symbols: list[SymbolSpec], emitter: Emitter,
                  book_capacity: int = 8192) -> None:
@@ -138,8 +139,9 @@ class Feed:
         self.requests: deque[Request] = deque()
         self.pending: set[Request] = set()
         self.notify: Callable[[], None] | None = None   # control plane wake-up, if any
-        # (symbol id, channel kind) -> mono ns of its last frame, for the liveness watchdog
-        self.last_seen: dict[tuple[int, int], int] = {}
+        # route (kind, symbol id, market) -> mono ns of its last frame (liveness watchdog);
+        # keyed by the route tuple itself so the hot path allocates nothing
+        self.last_seen: dict[tuple[int, int, int], int] = {}
         self.book_seen: dict[int, int] = {}   # symbol id -> mono ns of its last book message
         self.overlap = 0   # > 0 while a rotation runs two connections: repeats are expected
 
@@ -245,6 +247,11 @@ class Feed:
         if book is not None and book.state == BookState.LIVE:
             book.state = BookState.STALE
             self.emitter.book(sid, self.markets[sid], 0, recv, mono, book, -1)
+
+    def expected_channels(self) -> list[tuple[tuple[int, int, int], str]]:
+        """Every subscribed (route, channel name) of a symbol: each should deliver frames."""
+        routes = getattr(self, "_any_route", None) or getattr(self, "_routes", {})
+        return [(r, self.CHANNELS[r[0]]) for r in set(routes.values()) if r[1] >= 0]
 
     def book_states(self) -> dict[str, str]:
         """Exchange-native symbol → book state name (for status and health)."""

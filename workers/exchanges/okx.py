@@ -123,6 +123,7 @@ class OkxFeed(Feed):
     name = "okx"
     exchange = Exchange.OKX
     urls_type = OkxUrls
+    CHANNELS = ("book", "bbo", "trades", "funding", "mark", "open_interest", "liquidations")
     resync_kind = "resubscribe"
 
     def __init__(self, symbols: list[SymbolSpec], emitter: Emitter, urls: OkxUrls | None = None,
@@ -289,6 +290,7 @@ class OkxFeed(Feed):
         if route is None:
             self.bad(Count.UNKNOWN_FRAMES, data)
             return
+        self.last_seen[route] = mono
         kind, sid, mk = route
         em = self.emitter
         if kind == _BOOK:
@@ -332,7 +334,6 @@ class OkxFeed(Feed):
         else:
             self._liquidations(env, recv, mono)
             return
-        self.last_seen[sid, kind] = mono
 
     def _base(self, sid: int, price: float, size: float) -> float:
         """``size`` (contracts for derivatives) in base units at ``price``."""
@@ -408,7 +409,6 @@ class OkxFeed(Feed):
                 em.liquidation(sid, mk, x.ts * _MS, recv, mono, x.bkPx,
                                self._base(sid, x.bkPx, x.sz),
                                Side.BUY if x.side == "buy" else Side.SELL)
-            self.last_seen[sid, _LIQ] = mono
 
     def _control(self, env: Envelope, data: bytes) -> None:
         if env.event == "error":

@@ -46,6 +46,9 @@ STATS = np.dtype([("seq", np.uint64), ("ts_ns", np.int64), ("pid", np.int64),
                   ("books", np.int64), ("books_live", np.int64)]
                  + [(c.name.lower(), np.int64) for c in Count], align=True)
 _LATEST = ("bbo", "book", "funding", "open_interest")
+# seconds without a frame before a channel is flagged silent (0: never; liquidations are rare)
+CHANNEL_SILENCE_S = {"book": 10.0, "bbo": 10.0, "trades": 120.0, "mark": 10.0, "funding": 120.0,
+                     "ticker": 30.0, "open_interest": 120.0, "liquidations": 0.0}
 _SPOT_STREAMS = ("trades", "bbo", "depth", "book")
 
 
@@ -107,11 +110,19 @@ class FeedWorker:
         self._stop = asyncio.Event()
         self._serving: set[asyncio.Task[None]] = set()
         self._stats_row = np.zeros(1, STATS)
+        unknown = set(cfg.channel_silence_s) - set(CHANNEL_SILENCE_S)
+        if unknown:
+            raise FeedError(f"{exchange}: channel_silence_s: unknown channels {sorted(unknown)}; "
+                            f"known: {', '.join(CHANNEL_SILENCE_S)}")
+        self._silence = {**CHANNEL_SILENCE_S, **cfg.channel_silence_s}
+        self._silent: set[tuple[int, int, int]] = set()
+        self._resyncing_since: dict[int, float] = {}
         self._last_sample_log = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------
     async def run(self, duration_s: float | None = None) -> None:
         """Run until :meth:`stop` (or ``duration_s``)."""
+        await self._load_instruments()
         tasks = [asyncio.create_task(c.run(), name=f"conn-{k}")
                  for k, c in self.connections.items()]
         tasks.append(asyncio.create_task(self._serve_requests(), name="requests"))
@@ -146,6 +157,22 @@ class FeedWorker:
             t.close(unlink)
         if hasattr(self, "stats"):
             self.stats.close(unlink)
+
+    async def _load_instruments(self) -> None:
+        """OKX: contract sizes (ctVal) from REST before the first frame; config otherwise."""
+        urls = getattr(self.feed, "instruments_urls", None)
+        for url in urls() if urls is not None else []:
+            body = await self._rest(url, 1)
+            if body is None:
+                log.warning("%s: instruments unavailable (%s): contract sizes from config",
+                            self.name, url)
+                continue
+            try:
+                applied = self.feed.apply_instruments(body)  # type: ignore[attr-defined]
+            except ValueError as exc:
+                log.warning("%s: bad instruments answer from %s: %s", self.name, url, exc)
+                continue
+            log.info("%s: %d contract sizes from %s", self.name, applied, url)
 
     # -- requests -----------------------------------------------------------------------
     async def _serve_requests(self) -> None:
@@ -229,15 +256,54 @@ class FeedWorker:
             self._log_samples()
 
     def _liveness(self) -> None:
+        """Books silent for ``silent_after_s`` turn STALE; any subscribed channel silent past
+        its limit is flagged (a stream on a wrong route is accepted, then never speaks); a
+        book stuck resyncing asks again after ``resync_retry_s``."""
         feed = self.feed
         mono = time.perf_counter_ns()
         limit = int(self.cfg.silent_after_s * 1e9)
         for sid, book in feed.books.items():
             if book.state == BookState.LIVE and mono - feed.book_seen.get(sid, mono) > limit:
-                feed.counts[Count.SILENT_CHANNELS] += 1
                 feed.mark_stale(sid, time.time_ns(), mono)
                 log.warning("%s: %s book silent for %.0f s: STALE", self.name,
                             feed.symbols[sid].symbol, self.cfg.silent_after_s)
+            self._retry_resync(sid, book.state)
+        up = [c.connected_at_ns for c in self.connections.values() if c.connected]
+        if len(up) < len(self.connections):
+            return  # silence is expected while a connection is down
+        since = max(up) - time.monotonic_ns() + mono  # on the perf_counter clock
+        for route, name in feed.expected_channels():
+            seconds = self._silence.get(name, 0.0)
+            if seconds <= 0:
+                continue
+            quiet = (mono - max(feed.last_seen.get(route, since), since)) / 1e9
+            if quiet > seconds and route not in self._silent:
+                self._silent.add(route)
+                feed.counts[Count.SILENT_CHANNELS] += 1
+                log.warning("%s: channel %s of %s silent for %.0f s", self.name, name,
+                            feed.symbols[route[1]].symbol, quiet)
+            elif quiet <= seconds and route in self._silent:
+                self._silent.discard(route)
+                log.info("%s: channel %s of %s speaks again", self.name, name,
+                         feed.symbols[route[1]].symbol)
+
+    def _retry_resync(self, sid: int, state: BookState) -> None:
+        if state != BookState.RESYNCING:
+            self._resyncing_since.pop(sid, None)
+            return
+        now = time.monotonic()
+        since = self._resyncing_since.setdefault(sid, now)
+        pending = any(r.symbol_id == sid for r in self.feed.pending)
+        if not pending and now - since > self.cfg.resync_retry_s:
+            self._resyncing_since[sid] = now
+            log.warning("%s: %s still resyncing after %.0f s: asking again", self.name,
+                        self.feed.symbols[sid].symbol, self.cfg.resync_retry_s)
+            self.feed.request(self.feed.resync_kind, sid)
+
+    @property
+    def silent_channels(self) -> int:
+        """Channels currently flagged silent."""
+        return len(self._silent)
 
     def _full_snapshots(self) -> None:
         feed, recv, mono = self.feed, time.time_ns(), time.perf_counter_ns()
