@@ -68,3 +68,66 @@ def test_shm_ls_and_gc(instance: str) -> None:
     assert shm.list_segments(instance) == []
     table = microstream("shm", "ls", "--instance", instance)
     assert table.returncode == 0 and "no microstream segments" in table.stdout
+
+
+DATA = REPO / "tests" / "data" / "recorded"
+
+
+def test_replay_writes_one_line_per_record(tmp_path: Path) -> None:
+    out_file = tmp_path / "okx.jsonl"
+    out = microstream("replay", "--exchange", "okx",
+                      str(DATA / "okx" / "cryptofeed_books_3inst_20220513.frames.jsonl"),
+                      "--out", str(out_file))
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    lines = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert summary["lines"] == len(lines) and set(summary["books"].values()) == {"LIVE"}
+    books = [line for line in lines if line["stream"] == "book"]
+    assert len(books) == 290 and all(b["checksum_ok"] and b["state"] == "LIVE" for b in books)
+    assert {line["symbol"] for line in books} == {"BTC-USDT", "UNI-USD-SWAP", "BTC-USD-220527"}
+    first = books[0]
+    assert first["bids"][0][0] > first["bids"][1][0] and first["asks"][0][0] < first["asks"][1][0]
+    assert any(line["stream"] == "trade" and line["side"] in ("BUY", "SELL") for line in lines)
+
+
+def test_replay_with_a_named_rest_snapshot(tmp_path: Path) -> None:
+    name = "cryptofeed_usdm_4sym_20210722"
+    args = ["replay", "--exchange", "binance", str(DATA / "binance" / f"{name}.frames.jsonl"),
+            "--out", str(tmp_path / "b.jsonl")]
+    for sym in ("AKROUSDT", "SUSHIUSDT"):
+        args += ["--rest-snapshot", str(DATA / "binance" / f"{name}.rest_depth_{sym}.json")]
+    out = microstream(*args)
+    assert out.returncode == 0, out.stderr
+    books = json.loads(out.stdout)["books"]
+    assert books["linear:AKROUSDT"] == books["linear:SUSHIUSDT"] == "LIVE"
+    assert books["linear:CTKUSDT"] == "SYNCING"  # no snapshot given: its events stay buffered
+
+
+def test_replay_bad_inputs_exit_2(tmp_path: Path) -> None:
+    missing = microstream("replay", "--exchange", "okx", str(tmp_path / "nope.jsonl"),
+                          "--out", str(tmp_path / "o.jsonl"))
+    assert missing.returncode == 2 and "nope.jsonl" in missing.stderr
+    empty = tmp_path / "empty.frames.jsonl"
+    empty.write_text('{"event":"login","code":"0"}\nnot json\n')
+    out = microstream("replay", "--exchange", "okx", str(empty), "--out",
+                      str(tmp_path / "o.jsonl"))
+    assert out.returncode == 2 and "no okx market data" in out.stderr
+
+
+def test_exchange_config_errors_name_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    for text, needle in (
+            ("[exchanges.binance]\nenabled = true\nsymbols = []\n", "at least one symbol"),
+            ("[exchanges.okx]\nring_capacity = 1000\n", "$.exchanges.okx"),
+            ("[exchanges.bybit]\nsymbols = [{symbol = 'X', colour = 'red'}]\n", "colour"),
+            ("[exchanges.binance]\nenabled = true\ncpu = 999\nsymbols = [{symbol = 'X'}]\n",
+             "cpu 999"),
+            ("[exchanges.binance]\nenabled = true\nsymbols = [{symbol = 'X', market = 'moon'}]"
+             "\n", "moon"),
+            ("[exchanges.binance]\nenabled = true\noptions = {depth_interval_ms = 7}\n"
+             "symbols = [{symbol = 'X'}]\n", "depth_interval_ms 7")):
+        bad.write_text(text)
+        exchange = text.split("]")[0].split(".")[1]
+        out = microstream("feed", exchange, "-c", str(bad), "--duration", "0.1")
+        assert out.returncode == 2, (text, out.stderr)
+        assert needle in out.stderr and str(bad) in out.stderr, (text, out.stderr)
