@@ -62,15 +62,18 @@ def one_run(exchange: str, case: str, seconds: float, rate: int) -> dict[str, fl
     streams, ring = CASES[case]
     instance = "bench" + uuid.uuid4().hex[:6]
     symbols = [{"symbol": s, "market": m, "streams": streams} for s, m in SYMBOLS[exchange]]
-    if exchange == "okx":
-        for sym in symbols:
-            sym["contract_size"] = 0.01  # the synthetic venue's ctVal
+    extra = "ring_capacity = 262144\n"
+    if exchange == "bybit":
+        extra += "options = {depth_levels = 50}\n"  # what the synthetic venue publishes
+    # depth: a timeline long enough not to loop while measuring (a Binance loop restarts the
+    # update ids, which is a gap and a resync); trades may loop
+    timeline = {"symbols": 2, "rate": 20_000, "seconds": 40, "seed": 1} if case == "depth" \
+        else {"symbols": 2, "rate": rate, "seconds": 10, "seed": 1}
     with tempfile.TemporaryDirectory() as tmp, start_venue(
-            exchange, [], synthetic={"symbols": 2, "rate": rate, "seconds": 10, "seed": 1},
-            flood=True, loop=True) as venue:
+            exchange, [], synthetic=timeline, flood=True, loop=True) as venue:
         _pin(venue.proc.pid, 0)
         cfg = write_config(Path(tmp) / "config.toml", instance, exchange, venue.ws_url,
-                           venue.rest_url, symbols, extra="ring_capacity = 262144\n")
+                           venue.rest_url, symbols, extra=extra)
         proc = start_worker(exchange, cfg, Path(tmp) / "worker.log")
         try:
             _pin(proc.pid, 1)

@@ -95,12 +95,17 @@ class LatestWriter:
 
     def update(self, symbol_id: int, record: object) -> None:
         """Replace row ``symbol_id`` with ``record`` (a ``np.void`` of the dtype or a tuple)."""
-        off = self._row(symbol_id)
         self._stage[0] = record
+        self.update_raw(symbol_id, self._stage_mem)
+
+    def update_raw(self, symbol_id: int, record: memoryview) -> None:
+        """Replace row ``symbol_id`` with the bytes of one record (a ``memoryview`` cast to
+        ``"B"`` of exactly ``dtype.itemsize`` bytes): no numpy conversion on the hot path."""
+        off = self._row(symbol_id)
         w = off >> 3
         version = self._words[w]
         self._words[w] = version + 1           # odd: readers retry
-        self._mem[off + _ROW_HEADER:off + _ROW_HEADER + self.dtype.itemsize] = self._stage_mem
+        self._mem[off + _ROW_HEADER:off + _ROW_HEADER + self.dtype.itemsize] = record
         self._words[w + 1] += 1
         self._words[w] = version + 2           # even: row consistent again
 

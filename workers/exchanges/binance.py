@@ -28,6 +28,7 @@ from .binance_wire import (
     decode_control,
     decode_open_interest,
     decode_snapshot,
+    flat_levels,
     levels,
 )
 from .book import BookOverflow
@@ -44,6 +45,7 @@ _MAX_BUFFERED = 50_000  # depth events kept per symbol while a snapshot is on it
 (_DEPTH, _BBO, _TRADE, _AGG, _MARK, _LIQ) = range(6)
 # plain ints on the hot path: an IntEnum member lookup costs more than the work it labels
 _BUY, _SELL, _DUPLICATES = int(Side.BUY), int(Side.SELL), int(Count.DUPLICATES)
+_LIVE = int(BookState.LIVE)
 _DECODERS = [msgspec.json.Decoder(Combined[t], strict=False).decode  # type: ignore[valid-type]
              for t in (DepthUpdate, BookTicker, Trade, AggTrade, MarkPrice, ForceOrder)]
 
@@ -263,10 +265,10 @@ class BinanceFeed(Feed):
         verdict = self.sync[sid].check(ev.U, ev.u, ev.pu, self.overlap > 0)
         if verdict == Verdict.APPLY:
             book = self.books[sid]
-            bp, bq = levels(ev.b)
-            ap, aq = levels(ev.a)
+            flat = flat_levels(ev.b, ev.a)
+            n_bids = len(ev.b)
             try:
-                book.apply(bp, bq, ap, aq)
+                book.apply_flat(flat, n_bids)
             except BookOverflow:
                 self.resync(sid, Count.OVERFLOWS, recv, mono)
                 return
@@ -276,8 +278,8 @@ class BinanceFeed(Feed):
             book.state = BookState.LIVE
             mk, ts = self.markets[sid], ev.E * _MS
             prev = ev.pu if self.sync[sid].futures else ev.U - 1
-            self.emitter.depth(sid, mk, ts, recv, mono, bp, bq, ap, aq, ev.u, prev, book.epoch,
-                               BookState.LIVE)
+            self.emitter.depth_flat(sid, mk, ts, recv, mono, flat, n_bids, ev.u, prev,
+                                    book.epoch, _LIVE)
             self.emitter.book(sid, mk, ts, recv, mono, book, ev.u)
         elif verdict == Verdict.BUFFER:
             self.counts[Count.BUFFERED] += 1

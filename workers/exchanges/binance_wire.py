@@ -37,6 +37,7 @@ __all__ = [
     "decode_open_interest",
     "decode_snapshot",
     "decode_trade",
+    "flat_levels",
     "levels",
 ]
 
@@ -184,6 +185,13 @@ decode_mark_price = msgspec.json.Decoder(MarkPrice, strict=False).decode
 decode_force_order = msgspec.json.Decoder(ForceOrder, strict=False).decode
 decode_control = msgspec.json.Decoder(Control).decode
 decode_open_interest = msgspec.json.Decoder(OpenInterest, strict=False).decode
+
+
+def flat_levels(bids: list[tuple[float, float]], asks: list[tuple[float, float]]
+                ) -> np.ndarray:
+    """Both sides of a message as one ``[p, q, ...]`` array, bids first (one allocation)."""
+    return np.fromiter(_chain((_chain(bids), _chain(asks))), np.float64,
+                       2 * (len(bids) + len(asks)))
 
 
 def levels(pairs: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:

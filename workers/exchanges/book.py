@@ -18,7 +18,7 @@ import numpy as np
 
 from shm import BookState
 
-__all__ = ["Book", "BookOverflow", "apply_levels"]
+__all__ = ["Book", "BookOverflow", "apply_levels", "apply_pairs"]
 
 
 class BookOverflow(RuntimeError):
@@ -64,6 +64,53 @@ def apply_levels(prices: np.ndarray, qtys: np.ndarray, count: int, new_px: np.nd
     return count
 
 
+@nb.njit(cache=True)
+def apply_pairs(bid_px: np.ndarray, bid_qty: np.ndarray, n_bids: int, ask_px: np.ndarray,
+                ask_qty: np.ndarray, n_asks: int, flat: np.ndarray, nb_: int) -> int:
+    """Apply one message given as one flat array ``[p0, q0, p1, q1, ...]`` whose first ``nb_``
+    pairs are bids and the rest asks (one dispatch for both sides); returns
+    ``new_n_bids << 32 | new_n_asks``, or -1 if a side is full."""
+    for side in range(2):
+        ascending = side == 0
+        px = bid_px if ascending else ask_px
+        qt = bid_qty if ascending else ask_qty
+        count = n_bids if ascending else n_asks
+        capacity = len(px)
+        lo_pair, hi_pair = (0, nb_) if ascending else (nb_, len(flat) // 2)
+        for k in range(lo_pair, hi_pair):
+            price, qty = flat[2 * k], flat[2 * k + 1]
+            lo, hi = 0, count
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if (px[mid] < price) if ascending else (px[mid] > price):
+                    lo = mid + 1
+                else:
+                    hi = mid
+            found = lo < count and px[lo] == price
+            if qty == 0.0:
+                if found:
+                    for j in range(lo, count - 1):
+                        px[j] = px[j + 1]
+                        qt[j] = qt[j + 1]
+                    count -= 1
+            elif found:
+                qt[lo] = qty
+            else:
+                if count == capacity:
+                    return -1
+                for j in range(count, lo, -1):
+                    px[j] = px[j - 1]
+                    qt[j] = qt[j - 1]
+                px[lo] = price
+                qt[lo] = qty
+                count += 1
+        if ascending:
+            n_bids = count
+        else:
+            n_asks = count
+    return (n_bids << 32) | n_asks
+
+
 class Book:
     """One symbol's L2 book: sorted sides, trust state and epoch (+1 on every resync)."""
 
@@ -89,6 +136,15 @@ class Book:
         if n < 0 or m < 0:
             raise BookOverflow(f"book side full ({len(self.bid_px)} levels)")
         self.n_bids, self.n_asks = n, m
+
+    def apply_flat(self, flat: np.ndarray, n_bid_pairs: int) -> None:
+        """Apply one message as a flat ``[p, q, ...]`` array, bids first (see
+        :func:`apply_pairs`); BookOverflow if a side is full."""
+        counts = apply_pairs(self.bid_px, self.bid_qty, self.n_bids, self.ask_px, self.ask_qty,
+                             self.n_asks, flat, n_bid_pairs)
+        if counts < 0:
+            raise BookOverflow(f"book side full ({len(self.bid_px)} levels)")
+        self.n_bids, self.n_asks = counts >> 32, counts & 0xFFFFFFFF
 
     def crossed(self) -> bool:
         """True if the best bid is at or above the best ask (never valid: resync)."""

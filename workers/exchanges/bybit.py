@@ -18,6 +18,7 @@ import msgspec
 
 from shm.layout import FLAG_ID_HASHED, BookState, Exchange
 
+from .binance_wire import flat_levels
 from .book import BookOverflow
 from .bybit_sync import FUNDING, OPEN_INTEREST, BybitBookSync, TickerState, Verdict
 from .bybit_wire import (
@@ -27,7 +28,6 @@ from .bybit_wire import (
     Push,
     Trade,
     aggressor_side,
-    book_levels,
     decode_envelope,
     decode_ticker,
     liquidation_order_side,
@@ -42,6 +42,7 @@ _PREFIX = b'{"topic":"'
 _MS = 1_000_000
 _NAN = float("nan")
 _LIVE = BookState.LIVE
+_LIVE_ID = int(BookState.LIVE)  # plain int for the njit fill kernel
 _ARGS_PER_FRAME = 10      # Bybit spot rejects a subscribe request with more than 10 args
 _DEPTHS = {"linear": (50, 200, 500, 1000), "spot": (50, 200, 1000)}
 _DERIVATIVE_STREAMS = {"liquidations", "funding", "open_interest"}
@@ -221,9 +222,10 @@ class BybitFeed(Feed):
             reset = verdict == Verdict.RESET
             if reset:
                 book.clear()
-            bp, bq, ap, aq = book_levels(data)
+            flat = flat_levels(data.b, data.a)
+            n_bids = len(data.b)
             try:
-                book.apply(bp, bq, ap, aq)
+                book.apply_flat(flat, n_bids)
             except BookOverflow:
                 self._break(sid, Count.OVERFLOWS, recv, mono)
                 return
@@ -234,8 +236,8 @@ class BybitFeed(Feed):
                 return
             book.state = _LIVE  # also STALE -> LIVE: the channel spoke again
             ts = msg.ts * _MS
-            self.emitter.depth(sid, mk, ts, recv, mono, bp, bq, ap, aq, u,
-                               -1 if reset else u - 1, book.epoch, _LIVE)
+            self.emitter.depth_flat(sid, mk, ts, recv, mono, flat, n_bids, u,
+                                    -1 if reset else u - 1, book.epoch, _LIVE_ID)
             self.emitter.book(sid, mk, ts, recv, mono, book, u)
         elif verdict == Verdict.WAIT:
             self.counts[Count.DROPPED_NOT_LIVE] += 1

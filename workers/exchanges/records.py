@@ -59,6 +59,8 @@ class LatestOutput(Protocol):
 
     def update(self, symbol_id: int, record: object) -> None: ...
 
+    def update_raw(self, symbol_id: int, record: memoryview) -> None: ...
+
 
 class Collector:
     """An :class:`Output` that keeps copies of every record (offline replay, tests)."""
@@ -146,6 +148,31 @@ def _fill_depth(out, bid_px, bid_qty, ask_px, ask_qty, ts_ex, recv, mono, sid, e
 
 
 @nb.njit(cache=True)
+def _fill_depth_flat(out, flat, nb_, ts_ex, recv, mono, sid, exchange, market, flags, update_id,
+                     prev_id, epoch, state):  # pragma: no cover - njit
+    n = len(flat) // 2
+    for k in range(n):
+        r = out[k]
+        r.ts_exchange_ns = ts_ex
+        r.ts_recv_ns = recv
+        r.ts_mono_ns = mono
+        r.symbol_id = sid
+        r.exchange = exchange
+        r.market = market
+        r.flags = flags
+        r.price = flat[2 * k]
+        r.qty = flat[2 * k + 1]
+        r.update_id = update_id
+        r.prev_update_id = prev_id
+        r.epoch = epoch
+        r.side = 1 if k < nb_ else -1
+        r.state = state
+    if n > 0:
+        out[n - 1].flags = flags | 1  # FLAG_LAST_IN_MESSAGE
+    return n
+
+
+@nb.njit(cache=True)
 def _fill_book(out, bid_px, bid_qty, n_bids, ask_px, ask_qty, n_asks, ts_ex, recv, mono, sid,
                exchange, market, flags, update_id, epoch, state):  # pragma: no cover - njit
     r = out[0]
@@ -207,10 +234,20 @@ class Emitter:
         self._funding = outputs.get("funding")
         self._oi = outputs.get("open_interest")
         self._depth_buf = np.zeros(max_depth_levels, DEPTH)
-        self._book_row = np.zeros(1, self.book_dtype)
+        self._depth_addr = self._depth_buf.ctypes.data
+        self._depth_from = getattr(self._depth, "commit_from", None)
+        # the book record is filled in place: in the ring writer's stage when there is one
+        book_out = outputs.get("book")
+        self._book_row = book_out.stage if book_out is not None else np.zeros(1, self.book_dtype)
+        if self._book_row.dtype != self.book_dtype:
+            raise ValueError(f"output for book has dtype {self._book_row.dtype}, expected "
+                             f"{self.book_dtype}")
+        self._book_commit = book_out.commit_staged if book_out is not None else None
+        self._book_bytes = self._book_row.data.cast("B")
         # hot single-record streams are staged with struct.pack_into, then committed in place
         self._trade_stage, self._trade_pack, self._trade_commit = self._staging("trades", TRADE)
         self._bbo_stage, self._bbo_pack, self._bbo_commit = self._staging("bbo", BBO)
+        self._bbo_bytes = self._bbo_stage.data.cast("B") if self._bbo_stage is not None else None
         self._latest_bbo = self.latest.get("bbo")
         self._latest_book = self.latest.get("book")
         self._latest_funding = self.latest.get("funding")
@@ -246,7 +283,7 @@ class Emitter:
                            bid_px, bid_qty, ask_px, ask_qty, update_id)
             self._bbo_commit()
             if self._latest_bbo is not None:
-                self._latest_bbo.update(sid, stage[0])
+                self._latest_bbo.update_raw(sid, self._bbo_bytes)
 
     def depth(self, sid: int, market: int, ts_ex: int, recv: int, mono: int,
               bid_px: np.ndarray, bid_qty: np.ndarray, ask_px: np.ndarray, ask_qty: np.ndarray,
@@ -267,6 +304,29 @@ class Emitter:
                         self.exchange, market, flags, update_id, prev_id, epoch, state)
         if n:
             out.commit_batch(buf[:n])
+
+    def depth_flat(self, sid: int, market: int, ts_ex: int, recv: int, mono: int,
+                   flat: np.ndarray, n_bid_pairs: int, update_id: int, prev_id: int, epoch: int,
+                   state: int, flags: int = 0) -> None:
+        """:meth:`depth` for a message held as one flat ``[p, q, ...]`` array, bids first:
+        one kernel call, and the batch is committed from the preallocated buffer's address."""
+        out = self._depth
+        if out is None:
+            return
+        state = int(state)
+        if state != _LIVE:
+            flags |= FLAG_NOT_LIVE
+        buf = self._depth_buf
+        if len(flat) // 2 > len(buf):
+            buf = self._depth_buf = np.zeros(len(flat) // 2, DEPTH)
+            self._depth_addr = buf.ctypes.data
+        n = _fill_depth_flat(buf, flat, n_bid_pairs, ts_ex, recv, mono, sid, self.exchange,
+                             market, flags, update_id, prev_id, epoch, state)
+        if n:
+            if self._depth_from is not None:
+                self._depth_from(self._depth_addr, n)
+            else:
+                out.commit_batch(buf[:n])
 
     def full_depth(self, sid: int, market: int, recv: int, mono: int, book: Book) -> None:
         """Every level of ``book`` as one depth batch flagged ``FLAG_SNAPSHOT`` (sent at an
@@ -289,10 +349,10 @@ class Emitter:
         _fill_book(row, book.bid_px, book.bid_qty, book.n_bids, book.ask_px, book.ask_qty,
                    book.n_asks, ts_ex, recv, mono, sid, self.exchange, market, flags,
                    update_id, book.epoch, state)
-        if self._book is not None:
-            self._book.commit(row[0])
+        if self._book_commit is not None:
+            self._book_commit()
         if self._latest_book is not None:
-            self._latest_book.update(sid, row[0])
+            self._latest_book.update_raw(sid, self._book_bytes)
 
     def liquidation(self, sid: int, market: int, ts_ex: int, recv: int, mono: int,
                     price: float, qty: float, side: int) -> None:

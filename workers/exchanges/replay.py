@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from shm.layout import FLAG_CHECKSUM_OK, STREAMS, BookState, Side
+from shm.layout import FLAG_CHECKSUM_OK, STREAMS, BookState, Side, book_dtype
 
 from .feed import Feed
 from .records import FEED_STREAMS, Emitter
@@ -49,8 +49,8 @@ class ReplaySink:
     """Outputs for every feed stream that keep ``(stream, record)`` in global commit order."""
 
     class _Out:
-        def __init__(self, sink: ReplaySink, stream: str) -> None:
-            self.sink, self.stream, self.dtype = sink, stream, STREAMS[stream]
+        def __init__(self, sink: ReplaySink, stream: str, dtype: np.dtype) -> None:
+            self.sink, self.stream, self.dtype = sink, stream, dtype
             self._stage = np.zeros(1, self.dtype)
 
         @property
@@ -69,9 +69,10 @@ class ReplaySink:
             self.sink.chunks.append((self.stream, records.copy()))
             return len(self.sink.chunks) - 1
 
-    def __init__(self) -> None:
+    def __init__(self, book_depth: int = 20) -> None:
         self.chunks: list[tuple[str, np.ndarray]] = []  # one per commit, in commit order
-        self.outputs = {s: ReplaySink._Out(self, s) for s in FEED_STREAMS}
+        self.outputs = {s: ReplaySink._Out(self, s, book_dtype(book_depth) if s == "book"
+                                           else STREAMS[s]) for s in FEED_STREAMS}
 
     def records(self) -> Iterator[tuple[str, Any]]:
         """``(stream, record)`` for every committed record, in commit order."""
@@ -150,7 +151,7 @@ def replay(exchange: str, frames_file: str | Path, rest_snapshots: list[str | Pa
            book_depth: int = 20, market: str | None = None) -> tuple[Feed, ReplaySink]:
     """Run a capture through the feed; returns the feed (counters, books) and the sink."""
     frames = load_frames(frames_file)
-    sink = ReplaySink()
+    sink = ReplaySink(book_depth)
     emitter = Emitter(_exchange_id(exchange), sink.outputs, book_depth=book_depth)
     try:
         feed = make_feed(exchange, [f for _, f in frames], emitter, market)
