@@ -247,7 +247,8 @@ class Emitter:
         # hot single-record streams are staged with struct.pack_into, then committed in place
         self._trade_stage, self._trade_pack, self._trade_commit = self._staging("trades", TRADE)
         self._bbo_stage, self._bbo_pack, self._bbo_commit = self._staging("bbo", BBO)
-        self._bbo_bytes = self._bbo_stage.data.cast("B") if self._bbo_stage is not None else None
+        self._bbo_bytes: Any = self._bbo_stage.data.cast("B") if self._bbo_stage is not None \
+            else None
         self._latest_bbo = self.latest.get("bbo")
         self._latest_book = self.latest.get("book")
         self._latest_funding = self.latest.get("funding")
