@@ -56,6 +56,10 @@ def _build_parser() -> argparse.ArgumentParser:
     pace.add_argument("--flood", action="store_true", help="as fast as the socket takes frames")
     venue.add_argument("--loop", action="store_true",
                        help="restart the timeline when it ends (books re-snapshot), for soak runs")
+    venue.add_argument("--shared-clock", action="store_true",
+                       help="one timeline for all connections, running from the first "
+                            "subscription: a later connection joins at 'now', as on a live "
+                            "exchange (paced only, not with --flood)")
     venue.add_argument("--host", default="127.0.0.1")
     venue.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
     venue.add_argument("--rest-weight-limit", type=int, default=2400, metavar="W",
@@ -131,7 +135,8 @@ def _venue(args: argparse.Namespace) -> int:
                              synthetic=synthetic, speed=args.speed,
                              flood=args.flood, host=args.host, port=args.port,
                              rest_weight_limit_per_min=args.rest_weight_limit,
-                             faults=args.faults, loop=args.loop)
+                             faults=args.faults, loop=args.loop,
+                             shared_clock=args.shared_clock)
         return run_venue(config)
     except (RecordingError, ValueError) as exc:
         print(f"microstream venue: {exc}", file=sys.stderr)

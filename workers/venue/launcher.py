@@ -112,12 +112,15 @@ class VenueProcess:
 
 def start_venue(exchange: str, replay: list[str], *, speed: float = 1.0, flood: bool = False,
                 rest_weight_limit: int = 2400, faults: str = "",
-                synthetic: dict[str, float] | None = None, loop: bool = False) -> VenueProcess:
+                synthetic: dict[str, float] | None = None, loop: bool = False,
+                shared_clock: bool = False) -> VenueProcess:
     """Start ``microstream venue`` on a free loopback port; returns when it is listening.
 
+    ``shared_clock``: one timeline for every connection, as on a live exchange (paced only).
     Injected faults are logged on the child's stderr (``VenueProcess.stop`` returns them)."""
     args = ["--exchange", exchange, "--port", "0", "--rest-weight-limit",
-            str(rest_weight_limit), "--faults", faults] + (["--loop"] if loop else [])
+            str(rest_weight_limit), "--faults", faults] + (["--loop"] if loop else []) + (
+            ["--shared-clock"] if shared_clock else [])
     if synthetic is not None:  # e.g. {"symbols": 2, "rate": 5000, "seconds": 10, "seed": 1}
         args.append("--synthetic")
         for key, value in synthetic.items():
