@@ -32,7 +32,7 @@ from .binance_wire import (
     levels,
 )
 from .book import BookOverflow
-from .feed import ConnectionSpec, Count, Feed, FeedError, SymbolSpec
+from .feed import ConnectionSpec, Count, Feed, FeedError, RepeatFilter, SymbolSpec
 from .records import Emitter
 
 __all__ = ["BinanceFeed", "BinanceUrls"]
@@ -94,10 +94,17 @@ class BinanceFeed(Feed):
                      for sid in self.books}
         self.buffered: dict[int, list[tuple[DepthUpdate, int, int]]] = {
             sid: [] for sid in self.books}
-        # last trade id / bookTicker u per symbol: filters repeats while a rotation overlaps
-        # two connections (outside an overlap the exchange never repeats)
-        self._last_trade = dict.fromkeys(self.symbols, -1)
-        self._last_bbo = dict.fromkeys(self.symbols, -1)
+        # repeats while a rotation overlaps two connections (outside one the exchange never
+        # repeats): trades by id, bookTicker by u, markPrice and forceOrder by event time;
+        # depth events ahead of the chain wait in `_ahead` for the other connection's
+        sids = list(self.symbols)
+        self._trades, self._tickers = RepeatFilter(sids), RepeatFilter(sids)
+        self._marks, self._liqs = RepeatFilter(sids), RepeatFilter(sids)
+        self._filters = (self._trades, self._tickers, self._marks, self._liqs)
+        self._ahead: dict[int, list[tuple[DepthUpdate, int, int]]] = {sid: [] for sid in
+                                                                      self.books}
+        self._held_trades: dict[int, dict[int, tuple[Any, ...]]] = {sid: {} for sid in sids}
+        self._next_trade = dict.fromkeys(sids, -1)   # next trade id to emit during an overlap
         depth = "@depth" if depth_interval_ms == 1000 else f"@depth@{depth_interval_ms}ms"
         # connection key -> stream name -> (kind, symbol id, market)
         self._routes: dict[str, dict[bytes, tuple[int, int, int]]] = {}
@@ -217,6 +224,7 @@ class BinanceFeed(Feed):
     def _reset_sequence(self, sid: int) -> None:
         self.sync[sid].reset()
         self.buffered[sid] = []
+        self._ahead[sid].clear()
 
     # -- hot path -----------------------------------------------------------------------
     def _on_frame(self, conn: str, data: bytes, recv: int, mono: int) -> None:
@@ -232,28 +240,38 @@ class BinanceFeed(Feed):
         ev: Any = _DECODERS[kind](data).data
         em = self.emitter
         if kind == _TRADE:
-            if self.overlap and ev.t <= self._last_trade[sid]:
-                self.counts[_DUPLICATES] += 1
+            if self.overlap:
+                self._overlap_trade(sid, (sid, mk, ev.T * _MS, recv, mono, ev.p, ev.q, ev.t,
+                                          _SELL if ev.m else _BUY))
                 return
-            self._last_trade[sid] = ev.t
+            self._trades.last[sid] = max(ev.t, self._trades.last[sid])
             em.trade(sid, mk, ev.T * _MS, recv, mono, ev.p, ev.q, ev.t, _SELL if ev.m else _BUY)
         elif kind == _BBO:
-            if self.overlap and ev.u <= self._last_bbo[sid]:
+            if self.overlap and self._tickers.repeat(sid, ev.u):
                 self.counts[_DUPLICATES] += 1
                 return
-            self._last_bbo[sid] = ev.u
+            self._tickers.last[sid] = max(ev.u, self._tickers.last[sid])
             em.bbo(sid, mk, ev.E * _MS, recv, mono, ev.b, ev.B, ev.a, ev.A, ev.u)
         elif kind == _DEPTH:
             self._depth(sid, ev, recv, mono)
         elif kind == _AGG:
-            if self.overlap and ev.a <= self._last_trade[sid]:
-                self.counts[_DUPLICATES] += 1
+            if self.overlap:
+                self._overlap_trade(sid, (sid, mk, ev.T * _MS, recv, mono, ev.p, ev.q, ev.a,
+                                          _SELL if ev.m else _BUY))
                 return
-            self._last_trade[sid] = ev.a
+            self._trades.last[sid] = max(ev.a, self._trades.last[sid])
             em.trade(sid, mk, ev.T * _MS, recv, mono, ev.p, ev.q, ev.a, _SELL if ev.m else _BUY)
         elif kind == _MARK:
+            if self.overlap and self._marks.repeat(sid, ev.E):
+                self.counts[_DUPLICATES] += 1
+                return
+            self._marks.last[sid] = max(ev.E, self._marks.last[sid])
             em.funding(sid, mk, ev.E * _MS, recv, mono, ev.p, ev.i, ev.r, _NAN, ev.T * _MS)
         else:
+            if self.overlap and self._liqs.repeat(sid, ev.E):
+                self.counts[_DUPLICATES] += 1
+                return
+            self._liqs.last[sid] = max(ev.E, self._liqs.last[sid])
             o = ev.o
             filled = o.z > 0
             em.liquidation(sid, mk, (o.T or ev.E) * _MS, recv, mono,
@@ -264,23 +282,9 @@ class BinanceFeed(Feed):
         self.book_seen[sid] = mono
         verdict = self.sync[sid].check(ev.U, ev.u, ev.pu, self.overlap > 0)
         if verdict == Verdict.APPLY:
-            book = self.books[sid]
-            flat = flat_levels(ev.b, ev.a)
-            n_bids = len(ev.b)
-            try:
-                book.apply_flat(flat, n_bids)
-            except BookOverflow:
-                self.resync(sid, Count.OVERFLOWS, recv, mono)
-                return
-            if book.crossed():
-                self.resync(sid, Count.CROSSED, recv, mono)
-                return
-            book.state = BookState.LIVE
-            mk, ts = self.markets[sid], ev.E * _MS
-            prev = ev.pu if self.sync[sid].futures else ev.U - 1
-            self.emitter.depth_flat(sid, mk, ts, recv, mono, flat, n_bids, ev.u, prev,
-                                    book.epoch, _LIVE)
-            self.emitter.book(sid, mk, ts, recv, mono, book, ev.u)
+            self._apply(sid, ev, recv, mono)
+            if self._ahead[sid]:
+                self._drain_ahead(sid)
         elif verdict == Verdict.BUFFER:
             self.counts[Count.BUFFERED] += 1
             buf = self.buffered[sid]
@@ -290,8 +294,91 @@ class BinanceFeed(Feed):
             self.request("snapshot", sid)
         elif verdict == Verdict.STALE:
             self.counts[Count.STALE_EVENTS] += 1
+        elif self.overlap and len(self._ahead[sid]) < _MAX_BUFFERED:
+            self._ahead[sid].append((ev, recv, mono))  # the other connection fills the hole
         else:
             self.resync(sid, Count.GAPS, recv, mono)
+
+    def _overlap_trade(self, sid: int, args: tuple[Any, ...]) -> None:
+        """A trade while two connections overlap: drop repeats, and keep ids in order (trade
+        ids are consecutive per symbol): one that overtook its predecessor waits for it."""
+        tid = args[7]
+        if self._trades.repeat(sid, tid):
+            self.counts[_DUPLICATES] += 1
+            return
+        held = self._held_trades[sid]
+        expected = self._next_trade[sid]
+        if expected >= 0 and tid != expected:
+            held[tid] = args
+            return
+        self.emitter.trade(*args)
+        tid += 1
+        while tid in held:
+            self.emitter.trade(*held.pop(tid))
+            tid += 1
+        self._next_trade[sid] = tid
+
+    def _drain_ahead(self, sid: int) -> None:
+        """Apply the events that waited for the chain to reach them (in update-id order)."""
+        pending = self._ahead[sid]
+        pending.sort(key=lambda item: item[0].u)
+        sync = self.sync[sid]
+        while pending:
+            ev, recv, mono = pending[0]
+            verdict = sync.check(ev.U, ev.u, ev.pu, True)
+            if verdict != Verdict.APPLY and verdict != Verdict.STALE:
+                return  # still a hole before it
+            del pending[0]
+            if verdict == Verdict.APPLY:
+                self._apply(sid, ev, recv, mono)  # a resync in here empties `pending`
+
+    def end_overlap(self, recv: int, mono: int) -> None:
+        """The overlap is over: repeat filters forget; a depth event still waiting for its
+        predecessor means a real gap."""
+        super().end_overlap(recv, mono)
+        if self.overlap:
+            return
+        for f in self._filters:
+            f.end()
+        for sid, held in self._held_trades.items():  # their predecessors never came: a hole
+            for tid in sorted(held):
+                self.emitter.trade(*held[tid])
+            held.clear()
+        for sid, pending in self._ahead.items():
+            if pending:
+                self._drain_ahead(sid)
+            if pending:
+                pending.clear()
+                self.resync(sid, Count.GAPS, recv, mono)
+
+    def begin_overlap(self) -> None:
+        """A rotation starts: what was delivered so far becomes each filter's floor."""
+        if not self.overlap:
+            for f in self._filters:
+                f.begin()
+            for sid, last in self._trades.last.items():
+                self._next_trade[sid] = last + 1 if last >= 0 else -1
+        super().begin_overlap()
+
+    def _apply(self, sid: int, ev: DepthUpdate, recv: int, mono: int) -> None:
+        """Apply an event the sync accepted, check the book, publish depth and top-N."""
+        book = self.books[sid]
+        flat = flat_levels(ev.b, ev.a)
+        n_bids = len(ev.b)
+        try:
+            book.apply_flat(flat, n_bids)
+        except BookOverflow:
+            self.resync(sid, Count.OVERFLOWS, recv, mono)
+            return
+        if book.crossed():
+            self.resync(sid, Count.CROSSED, recv, mono)
+            return
+        book.state = BookState.LIVE
+        mk, ts = self.markets[sid], ev.E * _MS
+        prev = ev.pu if self.sync[sid].futures else ev.U - 1
+        self.emitter.depth_flat(sid, mk, ts, recv, mono, flat, n_bids, ev.u, prev,
+                                book.epoch, _LIVE)
+        self.emitter.book(sid, mk, ts, recv, mono, book, ev.u)
 
     def _control(self, data: bytes) -> None:
         msg = decode_control(data)

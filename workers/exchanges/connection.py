@@ -193,7 +193,7 @@ class FeedConnection:
     async def _successor(self) -> tuple[WSTransport, _Listener] | None:
         """Make-before-break: open and subscribe the successor and let both connections feed
         for ``overlap_s`` (the feed drops what it already has); None if it cannot open."""
-        self.feed.overlap += 1  # repeats of what the old connection delivered are expected
+        self.feed.begin_overlap()  # repeats of what the old connection delivered are expected
         try:
             try:
                 successor = await self._open()
@@ -211,7 +211,7 @@ class FeedConnection:
         asyncio.get_running_loop().call_later(0.5, self._overlap_done)
 
     def _overlap_done(self) -> None:
-        self.feed.overlap -= 1
+        self.feed.end_overlap(time.time_ns(), time.perf_counter_ns())
 
     def _backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, initial * 2^attempt)]."""

@@ -116,6 +116,41 @@ class Request(msgspec.Struct, frozen=True):
     symbol_id: int
 
 
+class RepeatFilter:
+    """Recognises records already delivered while two connections overlap (a rotation).
+
+    Two connections carry no order between them, so "the last id seen" is not enough: the
+    successor's record k+1 may arrive before the old connection's k. Outside an overlap the
+    feed only tracks the highest key per symbol (``last``); at :meth:`begin` that becomes the
+    floor, and during the overlap a key is a repeat if it is at or below the floor or was
+    already seen in the overlap.
+    """
+
+    def __init__(self, sids: list[int]) -> None:
+        self.last = dict.fromkeys(sids, -1)
+        self.floor = dict(self.last)
+        self.seen: dict[int, set[int]] = {sid: set() for sid in sids}
+
+    def begin(self) -> None:
+        """An overlap starts: everything delivered so far is the floor."""
+        self.floor = dict(self.last)
+
+    def end(self) -> None:
+        """The overlap is over: forget the keys it saw."""
+        for keys in self.seen.values():
+            keys.clear()
+
+    def repeat(self, sid: int, key: int) -> bool:
+        """During an overlap: True if ``key`` was delivered already (else it is noted)."""
+        seen = self.seen[sid]
+        if key <= self.floor[sid] or key in seen:
+            return True
+        seen.add(key)
+        if key > self.last[sid]:
+            self.last[sid] = key
+        return False
+
+
 class Feed:
     """Base of the Binance, Bybit and OKX feeds (see the module docstring)."""
 
@@ -252,6 +287,15 @@ class Feed:
         """Every subscribed (route, channel name) of a symbol: each should deliver frames."""
         routes = getattr(self, "_any_route", None) or getattr(self, "_routes", {})
         return [(r, self.CHANNELS[r[0]]) for r in set(routes.values()) if r[1] >= 0]
+
+    def begin_overlap(self) -> None:
+        """A rotation opened a second connection: repeats are expected until
+        :meth:`end_overlap` (nested overlaps count)."""
+        self.overlap += 1
+
+    def end_overlap(self, recv: int, mono: int) -> None:
+        """The old connection of a rotation is gone (and its last frames are in)."""
+        self.overlap = max(0, self.overlap - 1)
 
     def book_states(self) -> dict[str, str]:
         """Exchange-native symbol → book state name (for status and health)."""
