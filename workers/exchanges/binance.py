@@ -340,7 +340,7 @@ class BinanceFeed(Feed):
             return
         for f in self._filters:
             f.end()
-        for sid, held in self._held_trades.items():  # their predecessors never came: a hole
+        for held in self._held_trades.values():  # their predecessors never came: a hole
             for tid in sorted(held):
                 self.emitter.trade(*held[tid])
             held.clear()
