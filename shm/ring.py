@@ -17,7 +17,7 @@ __all__ = ["Writer"]
 
 # The compiled commit itself, called without the dispatcher's type resolution (200 against
 # 350 ns a call, measured): its signature is fixed to eight int64s, which CPython ints unbox to.
-_COMMIT = commit_kernel.overloads[commit_kernel.signatures[0]].entry_point
+_COMMIT = commit_kernel.overloads[commit_kernel.signatures[0]].entry_point  # type: ignore[attr-defined]
 
 
 class Writer:
