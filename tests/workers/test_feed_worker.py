@@ -148,6 +148,10 @@ def test_bybit_and_okx_workers_fill_their_streams(tmp_path: Path, instance: str,
     assert len(live) > 100 and np.all(live["bid_px"][:, 0] < live["ask_px"][:, 0])
     if exchange == "okx":  # sizes in base units: the synthetic ctVal is 0.01
         assert np.all(recs["trades"]["qty"] < 50)
+    trades = recs["trades"]  # the trades of one message are committed together
+    same_frame = trades["ts_mono_ns"][1:] == trades["ts_mono_ns"][:-1]
+    assert np.any(same_frame) or exchange == "okx"  # the synthetic OKX sends one per message
+    assert np.all(trades["ts_commit_ns"][1:][same_frame] == trades["ts_commit_ns"][:-1][same_frame])
 
 
 def test_silent_channel_is_flagged(tmp_path: Path, instance: str) -> None:

@@ -191,8 +191,9 @@ class BybitFeed(Feed):
         elif kind == _TRADE:
             for t in _decode_trades(data).data:
                 tid, hashed = trade_id(t.i)
-                em.trade(sid, mk, t.T * _MS, recv, mono, t.p, t.v, tid, aggressor_side(t.S),
-                         FLAG_ID_HASHED if hashed else 0)
+                em.trade_add(sid, mk, t.T * _MS, recv, mono, t.p, t.v, tid,
+                             aggressor_side(t.S), FLAG_ID_HASHED if hashed else 0)
+            em.trades_done()
         elif kind == _BBO:
             msg = _decode_book(data)
             u = msg.data.u

@@ -198,8 +198,10 @@ class Feed:
             self._on_frame(conn, data, recv, mono)
         except (msgspec.DecodeError, ValueError, KeyError, TypeError, IndexError,
                 AttributeError, OverflowError, struct.error) as exc:  # bad input
+            self.emitter.discard_staged()
             self.bad(Count.DECODE_ERRORS, data, exc)
         except Exception as exc:  # a bug must not take the worker down: counted and sampled
+            self.emitter.discard_staged()
             self.bad(Count.HANDLER_ERRORS, data, repr(exc))
 
     def _on_frame(self, conn: str, data: bytes, recv: int, mono: int) -> None:

@@ -300,8 +300,10 @@ class OkxFeed(Feed):
             return
         if kind == _TRADE:
             for t in decode_trades(env.data):
-                em.trade(sid, mk, t.ts * _MS, recv, mono, t.px, self._base(sid, t.px, t.sz),
-                         int(t.tradeId), Side.BUY if t.side == "buy" else Side.SELL)
+                em.trade_add(sid, mk, t.ts * _MS, recv, mono, t.px,
+                             self._base(sid, t.px, t.sz), int(t.tradeId),
+                             Side.BUY if t.side == "buy" else Side.SELL)
+            em.trades_done()
         elif kind == _BBO:
             for b in decode_bbo(env.data):
                 bid, ask = b.bids, b.asks  # a whole top of book each time; a side may be empty

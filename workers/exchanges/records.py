@@ -39,6 +39,7 @@ __all__ = ["FEED_STREAMS", "Collector", "Emitter", "Output"]
 
 FEED_STREAMS = ("trades", "bbo", "depth", "book", "liquidations", "funding", "open_interest")
 _LIVE = int(BookState.LIVE)
+_TRADE_BATCH = 256   # trades staged per commit (a Bybit/OKX message can carry many)
 
 
 class Output(Protocol):
@@ -247,6 +248,12 @@ class Emitter:
         # hot single-record streams are staged with struct.pack_into, then committed in place
         self._trade_stage, self._trade_pack, self._trade_commit = self._staging("trades", TRADE)
         self._bbo_stage, self._bbo_pack, self._bbo_commit = self._staging("bbo", BBO)
+        # trades of one multi-trade message are packed here and committed together
+        self._trade_out = outputs.get("trades")
+        self._trade_batch = np.zeros(_TRADE_BATCH, TRADE)
+        self._trade_batch_addr = self._trade_batch.ctypes.data
+        self._trade_n = 0
+        self._trade_size = TRADE.itemsize
         self._bbo_bytes: Any = self._bbo_stage.data.cast("B") if self._bbo_stage is not None \
             else None
         self._latest_bbo = self.latest.get("bbo")
@@ -274,6 +281,35 @@ class Emitter:
             self._trade_pack(stage, 0, 0, ts_ex, recv, mono, 0, sid, self.exchange, market,
                              flags, price, qty, trade_id, side)
             self._trade_commit()
+
+    def trade_add(self, sid: int, market: int, ts_ex: int, recv: int, mono: int, price: float,
+                  qty: float, trade_id: int, side: int, flags: int = 0) -> None:
+        """Stage one trade of a multi-trade message; :meth:`trades_done` commits them all at
+        once (one commit per message: its records become visible together)."""
+        if self._trade_out is None:
+            return
+        if self._trade_n == _TRADE_BATCH:
+            self.trades_done()
+        self._trade_pack(self._trade_batch, self._trade_n * self._trade_size, 0, ts_ex, recv,
+                         mono, 0, sid, self.exchange, market, flags, price, qty, trade_id, side)
+        self._trade_n += 1
+
+    def discard_staged(self) -> None:
+        """Forget trades staged by a message that turned out malformed (nothing of it is
+        committed)."""
+        self._trade_n = 0
+
+    def trades_done(self) -> None:
+        """Commit the trades staged by :meth:`trade_add`."""
+        n = self._trade_n
+        if n:
+            self._trade_n = 0
+            out: Any = self._trade_out
+            commit_from = getattr(out, "commit_from", None)
+            if commit_from is not None:
+                commit_from(self._trade_batch_addr, n)
+            else:
+                out.commit_batch(self._trade_batch[:n])
 
     def bbo(self, sid: int, market: int, ts_ex: int, recv: int, mono: int, bid_px: float,
             bid_qty: float, ask_px: float, ask_qty: float, update_id: int) -> None:
