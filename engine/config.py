@@ -102,6 +102,9 @@ class ExchangeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         cap = self.ring_capacity
         if cap < 1024 or cap & (cap - 1):
             raise ValueError(f"ring_capacity {cap} is not a power of two ≥ 1024")
+        if cap < 2 * self.book_capacity:
+            raise ValueError(f"ring_capacity {cap} must hold a full-depth snapshot: at least "
+                             f"2 × book_capacity = {2 * self.book_capacity}")
         if not 1 <= self.book_depth <= 255:
             raise ValueError("book_depth must be in 1..255")
         for name in ("full_snapshot_interval_s", "open_interest_poll_s", "silent_after_s",

@@ -107,8 +107,10 @@ class Writer:
     def commit_from(self, address: int, count: int) -> int:
         """Commit ``count`` records from raw memory at ``address``: for a caller that keeps a
         preallocated batch buffer and its address (``ndarray.ctypes.data`` costs 0.4 µs a
-        call). The caller guarantees the memory holds ``count`` records of this dtype and
-        ``count <= capacity``; nothing is checked."""
+        call). The caller guarantees the memory holds ``count`` records of this dtype."""
+        if count > self.capacity:  # one compare: a wrapped batch would overwrite itself
+            raise ValueError(f"segment {self.name}: batch of {count} exceeds capacity "
+                             f"{self.capacity}")
         return self._publish(address, count)
 
     def commit_batch(self, records: np.ndarray) -> int:

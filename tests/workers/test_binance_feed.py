@@ -129,6 +129,13 @@ def test_crossed_book_resyncs() -> None:
     b'{"stream":"btcusdt@trade","data":{"E":"x","s":"BTCUSDT"}}',
     b'{"stream":"nosuch@trade","data":{}}', b'{"stream":"btcusdt@depth@100ms","data":[1]}',
     b'{"error":{"code":2,"msg":"Invalid request"},"id":3}', b'{"result":null,"id":1}',
+    # NaN, infinite or negative levels would corrupt a sorted book without crossing it
+    b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1,"s":"BTCUSDT","U":1,'
+    b'"u":2,"pu":0,"b":[["10.0","nan"]],"a":[]}}',
+    b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1,"s":"BTCUSDT","U":1,'
+    b'"u":2,"pu":0,"b":[],"a":[["inf","1"]]}}',
+    b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1,"s":"BTCUSDT","U":1,'
+    b'"u":2,"pu":0,"b":[["10.0","-3"]],"a":[]}}',
 ])
 def test_bad_frames_are_counted_never_raised(frame: bytes) -> None:
     feed, _ = _feed()
@@ -146,3 +153,22 @@ def test_trade_side_and_stamps() -> None:
     assert (rec["price"], rec["qty"], rec["trade_id"], rec["side"]) == (1.5, 2.0, 7, Side.SELL)
     assert (rec["ts_exchange_ns"], rec["ts_recv_ns"], rec["ts_mono_ns"]) == (4_000_000, 11, 22)
     assert np.all(outs["depth"].array()["flags"] == 0) if len(outs["depth"].array()) else True
+
+
+def test_latest_table_names_are_unambiguous() -> None:
+    from workers.exchanges.worker import latest_names
+    specs = [SymbolSpec("BTCUSDT", "linear", symbol_id=0), SymbolSpec("ETHUSDT", "linear",
+                                                                      symbol_id=1),
+             SymbolSpec("BTCUSDT", "spot", ("trades",), 2)]
+    assert latest_names(specs) == {0: "BTCUSDT@linear", 1: "ETHUSDT", 2: "BTCUSDT@spot"}
+
+
+def test_depth_stream_names_follow_each_market() -> None:
+    spot = [SymbolSpec("BTCUSDT", "spot", ("depth",), 0)]
+    fut = [SymbolSpec("BTCUSDT", "linear", ("depth",), 0)]
+    assert "btcusdt@depth/" in BinanceFeed(spot, Emitter(1, {}), depth_interval_ms=1000
+                                           ).connections()[0].url + "/"
+    assert "btcusdt@depth@500ms" in BinanceFeed(fut, Emitter(1, {}), depth_interval_ms=500
+                                                ).connections()[0].url
+    with pytest.raises(Exception, match="not offered for spot"):
+        BinanceFeed(spot, Emitter(1, {}), depth_interval_ms=0)

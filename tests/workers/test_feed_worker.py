@@ -54,6 +54,14 @@ def _run(tmp_path: Path, instance: str, faults: str = "", seconds: float = 6.0,
 def test_worker_fills_every_stream_and_reports_stats(tmp_path: Path, instance: str) -> None:
     recs, counters, _ = _run(tmp_path, instance)
     assert counters["connections"] == 2 and counters["connections_up"] == 2  # /public, /market
+    # after the stop, no book is left LIVE in the latest table
+    table = shm.LatestReader(shm.segment_name(instance, "binance", "book", suffix="latest"))
+    try:
+        for name in ("BTCUSDT", "ETHUSDT"):
+            row = table.get(name)
+            assert row is not None and row["state"] != BookState.LIVE, name
+    finally:
+        table.close()
     assert counters["books_live"] == 2 and counters["decode_errors"] == 0
     assert counters["snapshots"] == 2 and counters["rest_requests"] >= 2
     trades = recs["trades"]

@@ -41,6 +41,10 @@ _PREFIX = b'{"stream":"'
 _MS = 1_000_000
 _NAN = float("nan")
 _MAX_BUFFERED = 50_000  # depth events kept per symbol while a snapshot is on its way
+# the diff-depth stream names each market documents, by update interval (ms)
+_DEPTH_STREAMS = {"spot": {1000: "@depth", 100: "@depth@100ms"},
+                  "linear": {250: "@depth", 500: "@depth@500ms", 100: "@depth@100ms",
+                             0: "@depth@0ms"}}
 
 (_DEPTH, _BBO, _TRADE, _AGG, _MARK, _LIQ) = range(6)
 # plain ints on the hot path: an IntEnum member lookup costs more than the work it labels
@@ -84,9 +88,11 @@ class BinanceFeed(Feed):
         if trade_stream not in ("trade", "aggTrade"):
             raise FeedError(f"binance: trade_stream must be trade or aggTrade, not "
                             f"{trade_stream!r}")
-        if depth_interval_ms not in (0, 100, 250, 500, 1000):
-            raise FeedError(f"binance: depth_interval_ms {depth_interval_ms} is not one of "
-                            "0, 100, 250, 500, 1000")
+        markets = {s.market for s in symbols if s.wants_book}
+        for market in markets:
+            if depth_interval_ms not in _DEPTH_STREAMS[market]:
+                raise FeedError(f"binance: depth_interval_ms {depth_interval_ms} is not offered "
+                                f"for {market}: one of {sorted(_DEPTH_STREAMS[market])}")
         self.urls = urls or BinanceUrls()
         self.snapshot_limit = snapshot_limit
         self.max_connection_age_s = max_connection_age_s
@@ -105,7 +111,6 @@ class BinanceFeed(Feed):
                                                                       self.books}
         self._held_trades: dict[int, dict[int, tuple[Any, ...]]] = {sid: {} for sid in sids}
         self._next_trade = dict.fromkeys(sids, -1)   # next trade id to emit during an overlap
-        depth = "@depth" if depth_interval_ms == 1000 else f"@depth@{depth_interval_ms}ms"
         # connection key -> stream name -> (kind, symbol id, market)
         self._routes: dict[str, dict[bytes, tuple[int, int, int]]] = {}
         for s in symbols:
@@ -113,6 +118,7 @@ class BinanceFeed(Feed):
             want = set(s.streams)
             spot = s.market == "spot"
             trade_kind = _AGG if trade_stream == "aggTrade" else _TRADE
+            depth = _DEPTH_STREAMS[s.market].get(depth_interval_ms, "")
             for stream, kind, route, needed in (
                     (depth, _DEPTH, "public", s.wants_book),
                     ("@bookTicker", _BBO, "public", "bbo" in want),
@@ -143,7 +149,7 @@ class BinanceFeed(Feed):
                       "forceOrder": "liquidations"}.get(kind)
             if kind.startswith("depth"):
                 stream = "depth"
-                interval = int(kind[6:-2]) if kind.startswith("depth@") else 1000
+                interval = int(kind[6:-2]) if kind.startswith("depth@") else -1  # plain
                 futures = futures or b'"pu":' in frame
             if stream is None:
                 continue
@@ -152,6 +158,8 @@ class BinanceFeed(Feed):
             agg = agg or kind == "aggTrade"
             kinds.setdefault(sym.upper(), set()).add(stream)
         mk = market or ("linear" if futures else "spot")
+        if interval == -1:
+            interval = 1000 if mk == "spot" else 250
         symbols = [SymbolSpec(sym, mk, tuple(sorted(s | {"book"} if "depth" in s else s)), i)
                    for i, (sym, s) in enumerate(sorted(kinds.items()))]
         return symbols, {"trade_stream": "aggTrade" if agg else "trade",

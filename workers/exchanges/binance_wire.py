@@ -48,6 +48,10 @@ T = TypeVar("T")
 # a larger number is malformed input (a DecodeError), not a crash in a kernel later.
 Id = Annotated[int, msgspec.Meta(ge=-1, le=2**63 - 1)]
 Ms = Annotated[int, msgspec.Meta(ge=0, le=9_000_000_000_000)]
+# Book levels: finite, non-negative (NaN, inf or a negative size would corrupt a sorted book
+# without making it look crossed)
+Level = tuple[Annotated[float, msgspec.Meta(ge=0, le=1e15)],
+              Annotated[float, msgspec.Meta(ge=0, le=1e15)]]
 
 
 class Combined(msgspec.Struct, Generic[T], gc=False):
@@ -71,8 +75,8 @@ class DepthUpdate(msgspec.Struct, gc=False):
     s: str
     U: Id
     u: Id
-    b: list[tuple[float, float]]
-    a: list[tuple[float, float]]
+    b: list[Level]
+    a: list[Level]
     pu: Id = -1   # USD-M only: u of the previous event
     T: Ms = 0
 
@@ -171,8 +175,8 @@ class DepthSnapshot(msgspec.Struct, gc=False):
     """REST ``/api/v3/depth`` or ``/fapi/v1/depth`` body."""
 
     lastUpdateId: Id
-    bids: list[tuple[float, float]]
-    asks: list[tuple[float, float]]
+    bids: list[Level]
+    asks: list[Level]
 
 
 decode_envelope = msgspec.json.Decoder(Envelope).decode

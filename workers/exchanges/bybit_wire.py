@@ -22,7 +22,7 @@ import msgspec
 import numpy as np
 from msgspec import UNSET, UnsetType
 
-from .binance_wire import levels  # same decoded level type: list[tuple[float, float]]
+from .binance_wire import Level, levels  # the same decoded level type
 
 __all__ = [
     "UNSET",
@@ -94,8 +94,8 @@ class BookData(msgspec.Struct, gc=False):
     """``orderbook.{depth}.{symbol}`` data: absolute sizes (0 deletes), update id ``u``."""
 
     s: str
-    b: list[tuple[float, float]]
-    a: list[tuple[float, float]]
+    b: list[Level]
+    a: list[Level]
     u: _U
     seq: int = 0                         # cross sequence: comparable across depths, not a chain
 

@@ -125,9 +125,16 @@ class FeedConnection:
 
     async def run(self) -> None:
         """Connect and keep connecting until stopped."""
+        try:
+            await self._run(None)
+        finally:
+            self.connected = False
+            if self.transport is not None:  # also a rotation's successor: never leaked
+                self.transport.disconnect()
+
+    async def _run(self, current: tuple[WSTransport, _Listener] | None) -> None:
         attempt = 0
         s = self.settings
-        current: tuple[WSTransport, _Listener] | None = None
         while not self._stop.is_set():
             if current is None:
                 try:
@@ -151,6 +158,7 @@ class FeedConnection:
             transport.disconnect()
             if successor is not None:  # rotated: the successor is already subscribed
                 current = successor
+                self.transport = successor[0]
                 self.rotations += 1
                 continue
             current = None

@@ -283,12 +283,15 @@ class Feed:
         book = self.books.get(sid)
         if book is not None and book.state == BookState.LIVE:
             book.state = BookState.STALE
-            self.emitter.book(sid, self.markets[sid], 0, recv, mono, book, -1)
+            self.emitter.book(sid, self.markets[sid], 0, recv, mono, book, book.update_id)
 
     def expected_channels(self) -> list[tuple[tuple[int, int, int], str]]:
         """Every subscribed (route, channel name) of a symbol: each should deliver frames."""
-        routes = getattr(self, "_any_route", None) or getattr(self, "_routes", {})
-        return [(r, self.CHANNELS[r[0]]) for r in set(routes.values()) if r[1] >= 0]
+        routes: dict[Any, Any] = getattr(self, "_routes", {})
+        found: set[tuple[int, int, int]] = set()
+        for value in routes.values():  # per connection (Binance, Bybit) or flat (OKX)
+            found.update(value.values() if isinstance(value, dict) else (value,))
+        return [(r, self.CHANNELS[r[0]]) for r in found if r[1] >= 0]
 
     def begin_overlap(self) -> None:
         """A rotation opened a second connection: repeats are expected until

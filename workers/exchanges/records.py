@@ -337,6 +337,7 @@ class Emitter:
         total = len(bid_px) + len(ask_px)
         if total > len(buf):
             buf = self._depth_buf = np.zeros(total, DEPTH)
+            self._depth_addr = buf.ctypes.data  # depth_flat commits from this address
         n = _fill_depth(buf, bid_px, bid_qty, ask_px, ask_qty, ts_ex, recv, mono, sid,
                         self.exchange, market, flags, update_id, prev_id, epoch, state)
         if n:

@@ -38,7 +38,9 @@ async def http_get(url: str, timeout_s: float = 10.0) -> RestResponse:
     """GET ``url``; raises :class:`RestError` on transport or protocol failure."""
     try:
         return await asyncio.wait_for(_get(url), timeout_s)
-    except (TimeoutError, OSError, ssl.SSLError, asyncio.IncompleteReadError, ValueError) as exc:
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # any malformed answer is a failed request, never a dead task
         raise RestError(f"GET {url}: {type(exc).__name__}: {exc}") from None
 
 
@@ -77,8 +79,13 @@ async def _get(url: str) -> RestResponse:
                     raise ValueError("body too large")
         elif "content-length" in headers:
             body = await reader.readexactly(int(headers["content-length"]))
-        else:
-            body = await reader.read(_MAX_BODY)
+        else:  # no length: the body ends with the connection
+            chunks = bytearray()
+            while chunk := await reader.read(65536):
+                chunks += chunk
+                if len(chunks) > _MAX_BODY:
+                    raise ValueError("body too large")
+            body = bytes(chunks)
         return RestResponse(status, headers, body)
     finally:
         writer.close()

@@ -59,6 +59,16 @@ def symbol_specs(cfg: ExchangeConfig) -> list[SymbolSpec]:
         for i, s in enumerate(cfg.symbols)]
 
 
+def latest_names(specs: list[SymbolSpec]) -> dict[int, str]:
+    """Row names of the latest tables: the exchange-native symbol, or ``SYMBOL@market`` for a
+    symbol listed in more than one market (BTCUSDT spot and USD-M would be ambiguous)."""
+    seen: dict[str, int] = {}
+    for s in specs:
+        seen[s.symbol] = seen.get(s.symbol, 0) + 1
+    return {s.symbol_id: s.symbol if seen[s.symbol] == 1 else f"{s.symbol}@{s.market}"
+            for s in specs}
+
+
 def _feed_class(exchange: str) -> type[Feed]:
     from .replay import feed_class
     return feed_class(exchange)
@@ -72,8 +82,13 @@ class FeedWorker:
         self.cfg = cfg
         self.instance = instance
         specs = symbol_specs(cfg)
+        unknown = set(cfg.channel_silence_s) - set(CHANNEL_SILENCE_S)
+        if unknown:  # validated before any segment exists
+            raise FeedError(f"{exchange}: channel_silence_s: unknown channels {sorted(unknown)}; "
+                            f"known: {', '.join(CHANNEL_SILENCE_S)}")
         self.writers: dict[str, Writer] = {}
         self.tables: dict[str, LatestWriter] = {}
+        names = latest_names(specs)
         try:
             for stream in FEED_STREAMS:
                 dtype = book_dtype(cfg.book_depth) if stream == "book" else STREAMS[stream]
@@ -83,7 +98,7 @@ class FeedWorker:
                     table = LatestWriter(seg + ".latest", dtype, max(1, len(specs)),
                                          replace=True)
                     for s in specs:
-                        table.register(s.symbol_id, s.symbol)
+                        table.register(s.symbol_id, names[s.symbol_id])
                     self.tables[stream] = table
             self.stats = LatestWriter(segment_name(instance, exchange, "stats", suffix="latest"),
                                       STATS, 1, replace=True)
@@ -91,14 +106,18 @@ class FeedWorker:
             self.close()
             raise
         self.emitter = Emitter(int(Exchange[exchange.upper()]), self.writers, self.tables,
-                               book_depth=cfg.book_depth)
+                               book_depth=cfg.book_depth,
+                               max_depth_levels=2 * cfg.book_capacity)
         cls: Any = _feed_class(exchange)
         try:
             self.feed: Feed = cls(specs, self.emitter, urls=_urls(cls, cfg.urls),
-                            book_capacity=cfg.book_capacity, **cfg.options)
+                                  book_capacity=cfg.book_capacity, **cfg.options)
         except TypeError as exc:
             self.close()
             raise FeedError(f"{exchange}: bad options {dict(cfg.options)}: {exc}") from None
+        except BaseException:
+            self.close()
+            raise
         c = cfg.connection
         settings = ConnectionSettings(c.backoff_initial_s, c.backoff_max_s, c.stale_after_s,
                                       c.handshake_timeout_s, c.overlap_s, c.healthy_after_s)
@@ -110,10 +129,6 @@ class FeedWorker:
         self._stop = asyncio.Event()
         self._serving: set[asyncio.Task[None]] = set()
         self._stats_row = np.zeros(1, STATS)
-        unknown = set(cfg.channel_silence_s) - set(CHANNEL_SILENCE_S)
-        if unknown:
-            raise FeedError(f"{exchange}: channel_silence_s: unknown channels {sorted(unknown)}; "
-                            f"known: {', '.join(CHANNEL_SILENCE_S)}")
         self._silence = {**CHANNEL_SILENCE_S, **cfg.channel_silence_s}
         self._silent: set[tuple[int, int, int]] = set()
         self._resyncing_since: dict[int, float] = {}
@@ -140,9 +155,12 @@ class FeedWorker:
         finally:
             for c in self.connections.values():
                 c.stop()
-            for t in tasks:
+            for t in (*tasks, *self._serving):
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *self._serving, return_exceptions=True)
+            recv, mono = time.time_ns(), time.perf_counter_ns()
+            for key in self.connections:  # no book stays LIVE in the tables after a stop
+                self.feed.on_disconnect(key, recv, mono)
             self._write_stats()
 
     def stop(self) -> None:
@@ -158,21 +176,26 @@ class FeedWorker:
         if hasattr(self, "stats"):
             self.stats.close(unlink)
 
-    async def _load_instruments(self) -> None:
-        """OKX: contract sizes (ctVal) from REST before the first frame; config otherwise."""
+    async def _load_instruments(self, attempts: int = 5) -> None:
+        """OKX: contract sizes (ctVal) from REST before the first frame, retried with backoff
+        (sizes in a book cannot be rescaled later). If they stay unavailable the config's
+        ``contract_size`` is used, with an error in the log: set it for derivatives."""
         urls = getattr(self.feed, "instruments_urls", None)
         for url in urls() if urls is not None else []:
-            body = await self._rest(url, 1)
-            if body is None:
-                log.warning("%s: instruments unavailable (%s): contract sizes from config",
-                            self.name, url)
-                continue
-            try:
-                applied = self.feed.apply_instruments(body)  # type: ignore[attr-defined]
-            except ValueError as exc:
-                log.warning("%s: bad instruments answer from %s: %s", self.name, url, exc)
-                continue
-            log.info("%s: %d contract sizes from %s", self.name, applied, url)
+            delay = 0.5
+            for attempt in range(attempts):
+                body = await self._rest(url, 1)
+                applied = self.feed.apply_instruments(body) if body else 0  # type: ignore[attr-defined]
+                if applied:
+                    log.info("%s: %d contract sizes from %s", self.name, applied, url)
+                    break
+                if attempt + 1 < attempts:
+                    await asyncio.sleep(delay)
+                    delay *= 2
+            else:
+                log.error("%s: no contract sizes from %s after %d attempts: using config "
+                          "contract_size (set it for every derivative)", self.name, url,
+                          attempts)
 
     # -- requests -----------------------------------------------------------------------
     async def _serve_requests(self) -> None:
@@ -190,20 +213,27 @@ class FeedWorker:
         feed, delay = self.feed, 0.5
         try:
             while not self._stop.is_set():
-                if req.kind == "snapshot":
-                    if await self._snapshot(req.symbol_id):
+                try:
+                    if await self._serve_once(req):
                         return
-                else:
-                    key, frames = feed.resubscribe_frames(req.symbol_id)
-                    conn = self.connections[key]
-                    if conn.connected:
-                        for frame in frames:
-                            conn.send(frame)
-                        return
+                except Exception as exc:
+                    self._survive(f"{req.kind} of symbol {req.symbol_id}", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
         finally:
             feed.done(req)
+
+    async def _serve_once(self, req: Request) -> bool:
+        """One attempt at a request; True when done."""
+        if req.kind == "snapshot":
+            return await self._snapshot(req.symbol_id)
+        key, frames = self.feed.resubscribe_frames(req.symbol_id)
+        conn = self.connections[key]
+        if not conn.connected:
+            return False  # the reconnect subscribes anew
+        for frame in frames:
+            conn.send(frame)
+        return True
 
     async def _snapshot(self, sid: int) -> bool:
         url, weight = self.feed.snapshot_url(sid)  # type: ignore[attr-defined]
@@ -233,27 +263,43 @@ class FeedWorker:
         feed: Any = self.feed
         while True:
             for sid, url in feed.open_interest_urls():
-                body = await self._rest(url, 1)
-                if body is not None:
-                    feed.on_open_interest(sid, body, time.time_ns(), time.perf_counter_ns())
+                try:
+                    body = await self._rest(url, 1)
+                    if body is not None:
+                        feed.on_open_interest(sid, body, time.time_ns(), time.perf_counter_ns())
+                except Exception as exc:
+                    self._survive("open interest poll", exc)
             await asyncio.sleep(self.cfg.open_interest_poll_s)
 
     # -- housekeeping -------------------------------------------------------------------
+    def _survive(self, what: str, exc: BaseException) -> None:
+        """A control-plane step failed: count it, log it, and let the loop go on (a dead
+        housekeeping task would silently stop heartbeats, stats and watchdogs)."""
+        self.feed.counts[Count.HANDLER_ERRORS] += 1
+        log.error("%s: %s failed: %r", self.name, what, exc, exc_info=exc)
+
     async def _housekeeping(self) -> None:
         next_full = time.monotonic() + self.cfg.full_snapshot_interval_s
         while True:
             await asyncio.sleep(0.1)
-            for w in self.writers.values():
-                w.heartbeat()
-            for t in self.tables.values():
-                t.heartbeat()
-            self._liveness()
-            now = time.monotonic()
-            if now >= next_full:
-                next_full = now + self.cfg.full_snapshot_interval_s
-                self._full_snapshots()
-            self._write_stats()
-            self._log_samples()
+            try:
+                next_full = self._housekeeping_step(next_full)
+            except Exception as exc:
+                self._survive("housekeeping", exc)
+
+    def _housekeeping_step(self, next_full: float) -> float:
+        for w in self.writers.values():
+            w.heartbeat()
+        for t in self.tables.values():
+            t.heartbeat()
+        self._liveness()
+        now = time.monotonic()
+        if now >= next_full:
+            next_full = now + self.cfg.full_snapshot_interval_s
+            self._full_snapshots()
+        self._write_stats()
+        self._log_samples()
+        return next_full
 
     def _liveness(self) -> None:
         """Books silent for ``silent_after_s`` turn STALE; any subscribed channel silent past
