@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_binance_book import ReferenceBook
 
-from shm.layout import FLAG_LAST_IN_MESSAGE, FLAG_NOT_LIVE, BookState, Side
+from shm.layout import FLAG_LAST_IN_MESSAGE, FLAG_NOT_LIVE, FLAG_SNAPSHOT, BookState, Side
 from workers.exchanges.binance import BinanceFeed
 from workers.exchanges.feed import Count, SymbolSpec
 from workers.exchanges.records import Collector, Emitter
@@ -112,6 +112,11 @@ def test_gap_resyncs_only_that_symbol_and_announces_it() -> None:
     assert feed.books[0].state == BookState.LIVE and feed.books[0].top()[1] == 3.0
     depth = outs["depth"].array()
     assert depth[-1]["epoch"] == 1 and depth[-1]["flags"] & FLAG_LAST_IN_MESSAGE
+    # the bridging event publishes the whole book, flagged as a snapshot, not a diff
+    snap = depth[(depth["flags"] & FLAG_SNAPSHOT) != 0]
+    snap = snap[snap["epoch"] == 1]
+    levels = sorted(zip(snap["price"].tolist(), snap["qty"].tolist(), strict=True))
+    assert levels == [(10.0, 3.0), (11.0, 1.0)]
 
 
 def test_crossed_book_resyncs() -> None:

@@ -10,6 +10,7 @@ requested arrives (``on_snapshot``), bridged, then chained on every event.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import msgspec
@@ -40,7 +41,7 @@ __all__ = ["BinanceFeed", "BinanceUrls"]
 _PREFIX = b'{"stream":"'
 _MS = 1_000_000
 _NAN = float("nan")
-_MAX_BUFFERED = 50_000  # depth events kept per symbol while a snapshot is on its way
+_MAX_BUFFERED = 10_000  # depth events kept per symbol while a snapshot is on its way
 # the diff-depth stream names each market documents, by update interval (ms)
 _DEPTH_STREAMS = {"spot": {1000: "@depth", 100: "@depth@100ms"},
                   "linear": {250: "@depth", 500: "@depth@500ms", 100: "@depth@100ms",
@@ -98,8 +99,10 @@ class BinanceFeed(Feed):
         self.max_connection_age_s = max_connection_age_s
         self.sync = {sid: BinanceDepthSync(futures=self.symbols[sid].market == "linear")
                      for sid in self.books}
-        self.buffered: dict[int, list[tuple[DepthUpdate, int, int]]] = {
-            sid: [] for sid in self.books}
+        # depth events waiting for a snapshot; the oldest go first when full (if they were
+        # needed, the bridge fails and the symbol resyncs again)
+        self.buffered: dict[int, deque[tuple[DepthUpdate, int, int]]] = {
+            sid: deque(maxlen=_MAX_BUFFERED) for sid in self.books}
         # repeats while a rotation overlaps two connections (outside one the exchange never
         # repeats): trades by id, bookTicker by u, markPrice and forceOrder by event time;
         # depth events ahead of the chain wait in `_ahead` for the other connection's
@@ -214,7 +217,7 @@ class BinanceFeed(Feed):
         if book.state != BookState.RESYNCING:
             book.state = BookState.SYNCING
         self.sync[sid].on_snapshot(snap.lastUpdateId)
-        pending, self.buffered[sid] = self.buffered[sid], []
+        pending, self.buffered[sid] = self.buffered[sid], deque(maxlen=_MAX_BUFFERED)
         for event, r, m in pending:
             self._depth(sid, event, r, m)
         return True
@@ -231,7 +234,7 @@ class BinanceFeed(Feed):
 
     def _reset_sequence(self, sid: int) -> None:
         self.sync[sid].reset()
-        self.buffered[sid] = []
+        self.buffered[sid].clear()
         self._ahead[sid].clear()
 
     # -- hot path -----------------------------------------------------------------------
@@ -295,10 +298,7 @@ class BinanceFeed(Feed):
                 self._drain_ahead(sid)
         elif verdict == Verdict.BUFFER:
             self.counts[Count.BUFFERED] += 1
-            buf = self.buffered[sid]
-            if len(buf) >= _MAX_BUFFERED:
-                del buf[0]  # the bridge will fail and resync: better than growing forever
-            buf.append((ev, recv, mono))
+            self.buffered[sid].append((ev, recv, mono))
             self.request("snapshot", sid)
         elif verdict == Verdict.STALE:
             self.counts[Count.STALE_EVENTS] += 1
@@ -381,11 +381,16 @@ class BinanceFeed(Feed):
         if book.crossed():
             self.resync(sid, Count.CROSSED, recv, mono)
             return
+        bridged = book.state != BookState.LIVE and book.state != BookState.STALE
         book.state = BookState.LIVE
         mk, ts = self.markets[sid], ev.E * _MS
-        prev = ev.pu if self.sync[sid].futures else ev.U - 1
-        self.emitter.depth_flat(sid, mk, ts, recv, mono, flat, n_bids, ev.u, prev,
-                                book.epoch, _LIVE)
+        if bridged:  # the snapshot plus this event: depth consumers get the whole book first
+            book.update_id = ev.u
+            self.emitter.full_depth(sid, mk, recv, mono, book)
+        else:
+            prev = ev.pu if self.sync[sid].futures else ev.U - 1
+            self.emitter.depth_flat(sid, mk, ts, recv, mono, flat, n_bids, ev.u, prev,
+                                    book.epoch, _LIVE)
         self.emitter.book(sid, mk, ts, recv, mono, book, ev.u)
 
     def _control(self, data: bytes) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from shm.layout import FLAG_ID_HASHED, BookState, Exchange
+from shm.layout import FLAG_ID_HASHED, FLAG_SNAPSHOT, BookState, Exchange
 
 from .binance_wire import flat_levels
 from .book import BookOverflow
@@ -237,8 +237,10 @@ class BybitFeed(Feed):
                 return
             book.state = _LIVE  # also STALE -> LIVE: the channel spoke again
             ts = msg.ts * _MS
+            # a snapshot replaces the book: flagged, so depth consumers reset theirs
             self.emitter.depth_flat(sid, mk, ts, recv, mono, flat, n_bids, u,
-                                    -1 if reset else u - 1, book.epoch, _LIVE_ID)
+                                    -1 if reset else u - 1, book.epoch, _LIVE_ID,
+                                    FLAG_SNAPSHOT if reset else 0)
             self.emitter.book(sid, mk, ts, recv, mono, book, u)
         elif verdict == Verdict.WAIT:
             self.counts[Count.DROPPED_NOT_LIVE] += 1

@@ -334,7 +334,9 @@ class FeedWorker:
                          feed.symbols[route[1]].symbol)
 
     def _retry_resync(self, sid: int, state: BookState) -> None:
-        if state != BookState.RESYNCING:
+        # SYNCING too: a rejected subscription or a lost snapshot request must not leave a
+        # book waiting forever
+        if state != BookState.RESYNCING and state != BookState.SYNCING:
             self._resyncing_since.pop(sid, None)
             return
         now = time.monotonic()
@@ -342,8 +344,9 @@ class FeedWorker:
         pending = any(r.symbol_id == sid for r in self.feed.pending)
         if not pending and now - since > self.cfg.resync_retry_s:
             self._resyncing_since[sid] = now
-            log.warning("%s: %s still resyncing after %.0f s: asking again", self.name,
-                        self.feed.symbols[sid].symbol, self.cfg.resync_retry_s)
+            log.warning("%s: %s still %s after %.0f s: asking again", self.name,
+                        self.feed.symbols[sid].symbol, state.name.lower(),
+                        self.cfg.resync_retry_s)
             self.feed.request(self.feed.resync_kind, sid)
 
     @property
