@@ -25,42 +25,49 @@ class BookOverflow(RuntimeError):
     """A side would exceed its preallocated capacity; the symbol must resync."""
 
 
+@nb.njit(cache=True, inline="always")
+def _apply_one(prices: np.ndarray, qtys: np.ndarray, count: int, price: float, qty: float,
+               ascending: bool) -> int:  # pragma: no cover - njit
+    """Apply one level to a side stored worst first; the new count, or -1 if it is full."""
+    lo, hi = 0, count  # first index whose price is not below `price` in storage order
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if (prices[mid] < price) if ascending else (prices[mid] > price):
+            lo = mid + 1
+        else:
+            hi = mid
+    found = lo < count and prices[lo] == price
+    # shifts move in place (forward to delete, backward to insert): no allocation
+    if qty == 0.0:
+        if found:
+            for j in range(lo, count - 1):
+                prices[j] = prices[j + 1]
+                qtys[j] = qtys[j + 1]
+            count -= 1
+    elif found:
+        qtys[lo] = qty
+    else:
+        if count == len(prices):
+            return -1
+        for j in range(count, lo, -1):
+            prices[j] = prices[j - 1]
+            qtys[j] = qtys[j - 1]
+        prices[lo] = price
+        qtys[lo] = qty
+        count += 1
+    return count
+
+
 @nb.njit(cache=True)
 def apply_levels(prices: np.ndarray, qtys: np.ndarray, count: int, new_px: np.ndarray,
                  new_qty: np.ndarray, ascending: bool) -> int:
     """Apply ``(new_px[i], new_qty[i])`` in order to one side stored worst first (bids
     ``ascending``, asks not); returns the new level count, or -1 if the side is full (nothing
     after the failing level is applied)."""
-    capacity = len(prices)
     for k in range(len(new_px)):
-        price, qty = new_px[k], new_qty[k]
-        lo, hi = 0, count  # first index whose price is not below `price` in storage order
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            before = prices[mid] < price if ascending else prices[mid] > price
-            if before:
-                lo = mid + 1
-            else:
-                hi = mid
-        found = lo < count and prices[lo] == price
-        # shifts move in place (forward to delete, backward to insert): no allocation
-        if qty == 0.0:
-            if found:
-                for j in range(lo, count - 1):
-                    prices[j] = prices[j + 1]
-                    qtys[j] = qtys[j + 1]
-                count -= 1
-        elif found:
-            qtys[lo] = qty
-        else:
-            if count == capacity:
-                return -1
-            for j in range(count, lo, -1):
-                prices[j] = prices[j - 1]
-                qtys[j] = qtys[j - 1]
-            prices[lo] = price
-            qtys[lo] = qty
-            count += 1
+        count = _apply_one(prices, qtys, count, new_px[k], new_qty[k], ascending)
+        if count < 0:
+            return -1
     return count
 
 
@@ -70,44 +77,15 @@ def apply_pairs(bid_px: np.ndarray, bid_qty: np.ndarray, n_bids: int, ask_px: np
     """Apply one message given as one flat array ``[p0, q0, p1, q1, ...]`` whose first ``nb_``
     pairs are bids and the rest asks (one dispatch for both sides); returns
     ``new_n_bids << 32 | new_n_asks``, or -1 if a side is full."""
-    for side in range(2):
-        ascending = side == 0
-        px = bid_px if ascending else ask_px
-        qt = bid_qty if ascending else ask_qty
-        count = n_bids if ascending else n_asks
-        capacity = len(px)
-        lo_pair, hi_pair = (0, nb_) if ascending else (nb_, len(flat) // 2)
-        for k in range(lo_pair, hi_pair):
-            price, qty = flat[2 * k], flat[2 * k + 1]
-            lo, hi = 0, count
-            while lo < hi:
-                mid = (lo + hi) >> 1
-                if (px[mid] < price) if ascending else (px[mid] > price):
-                    lo = mid + 1
-                else:
-                    hi = mid
-            found = lo < count and px[lo] == price
-            if qty == 0.0:
-                if found:
-                    for j in range(lo, count - 1):
-                        px[j] = px[j + 1]
-                        qt[j] = qt[j + 1]
-                    count -= 1
-            elif found:
-                qt[lo] = qty
-            else:
-                if count == capacity:
-                    return -1
-                for j in range(count, lo, -1):
-                    px[j] = px[j - 1]
-                    qt[j] = qt[j - 1]
-                px[lo] = price
-                qt[lo] = qty
-                count += 1
-        if ascending:
-            n_bids = count
+    for k in range(len(flat) // 2):
+        if k < nb_:
+            n_bids = _apply_one(bid_px, bid_qty, n_bids, flat[2 * k], flat[2 * k + 1], True)
+            if n_bids < 0:
+                return -1
         else:
-            n_asks = count
+            n_asks = _apply_one(ask_px, ask_qty, n_asks, flat[2 * k], flat[2 * k + 1], False)
+            if n_asks < 0:
+                return -1
     return (n_bids << 32) | n_asks
 
 
