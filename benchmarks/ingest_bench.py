@@ -59,8 +59,20 @@ def _pin(pid: int, cpu: int) -> None:
 
 def one_run(exchange: str, case: str, seconds: float, rate: int) -> dict[str, float]:
     """One venue + worker run; frames/s, CPU µs per frame, latency percentiles (µs)."""
-    streams, ring = CASES[case]
     instance = "bench" + uuid.uuid4().hex[:6]
+    try:
+        return _one_run(exchange, case, seconds, rate, instance)
+    finally:  # the worker's segments go, whatever happened
+        for info in shm.list_segments(instance):
+            try:
+                os.unlink(os.path.join(shm.SHM_DIR, info.name))
+            except FileNotFoundError:
+                pass
+
+
+def _one_run(exchange: str, case: str, seconds: float, rate: int, instance: str
+             ) -> dict[str, float]:
+    streams, ring = CASES[case]
     symbols = [{"symbol": s, "market": m, "streams": streams} for s, m in SYMBOLS[exchange]]
     extra = "ring_capacity = 262144\n"
     if exchange == "bybit":
@@ -99,8 +111,7 @@ def one_run(exchange: str, case: str, seconds: float, rate: int) -> dict[str, fl
         except shm.WriterGone:
             pass
         reader.close()
-        for info in shm.list_segments(instance):
-            os.unlink(os.path.join(shm.SHM_DIR, info.name))
+
     recs = np.concatenate(records) if records else np.zeros(0)
     if case == "depth":
         recs = recs[recs["state"] == shm.BookState.LIVE]
