@@ -38,3 +38,15 @@ def test_venue_bench_quick_counts_every_frame() -> None:
     by = {d["metric"]: d for d in map(json.loads, out.stdout.splitlines())}
     assert by["throughput"]["frames"] == 93_953 and by["throughput"]["value"] > 0
     assert by["bandwidth"]["unit"] == "MB/s" and by["venue_cpu"]["value"] > 0
+
+
+def test_ingest_bench_quick_measures_a_real_worker() -> None:
+    out = subprocess.run([sys.executable, "benchmarks/ingest_bench.py", "--quick", "--exchange",
+                          "binance", "--case", "trades"], cwd=REPO, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    by = {d["metric"]: d for d in map(json.loads, out.stdout.splitlines())}
+    assert by["throughput"]["value"] > 1000 and by["throughput"]["unit"] == "frames/s"
+    p50, p99 = by["frame_to_commit_p50"]["value"], by["frame_to_commit_p99"]["value"]
+    assert 0 < p50 <= p99 and by["sequence_or_decode_errors"]["value"] == 0
+    assert not [i for i in shm.list_segments() if i.name.startswith("microstream.bench")]
