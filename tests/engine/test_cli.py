@@ -131,3 +131,4 @@ def test_exchange_config_errors_name_the_key(tmp_path: Path) -> None:
         out = microstream("feed", exchange, "-c", str(bad), "--duration", "0.1")
         assert out.returncode == 2, (text, out.stderr)
         assert needle in out.stderr and str(bad) in out.stderr, (text, out.stderr)
+        assert shm.list_segments("demo") == []  # a failed start leaves no segments

@@ -103,7 +103,7 @@ class FeedWorker:
             self.stats = LatestWriter(segment_name(instance, exchange, "stats", suffix="latest"),
                                       STATS, 1, replace=True)
         except BaseException:
-            self.close()
+            self.close(unlink=True)  # a failed start leaves nothing behind
             raise
         self.emitter = Emitter(int(Exchange[exchange.upper()]), self.writers, self.tables,
                                book_depth=cfg.book_depth,
@@ -113,10 +113,10 @@ class FeedWorker:
             self.feed: Feed = cls(specs, self.emitter, urls=_urls(cls, cfg.urls),
                                   book_capacity=cfg.book_capacity, **cfg.options)
         except TypeError as exc:
-            self.close()
+            self.close(unlink=True)  # a failed start leaves nothing behind
             raise FeedError(f"{exchange}: bad options {dict(cfg.options)}: {exc}") from None
         except BaseException:
-            self.close()
+            self.close(unlink=True)  # a failed start leaves nothing behind
             raise
         c = cfg.connection
         settings = ConnectionSettings(c.backoff_initial_s, c.backoff_max_s, c.stale_after_s,
