@@ -8,7 +8,6 @@ import heapq
 from pathlib import Path
 
 import msgspec
-import numpy as np
 import pytest
 from test_binance_book import ReferenceBook
 
@@ -157,7 +156,6 @@ def test_trade_side_and_stamps() -> None:
     rec = outs["trades"].array()[0]
     assert (rec["price"], rec["qty"], rec["trade_id"], rec["side"]) == (1.5, 2.0, 7, Side.SELL)
     assert (rec["ts_exchange_ns"], rec["ts_recv_ns"], rec["ts_mono_ns"]) == (4_000_000, 11, 22)
-    assert np.all(outs["depth"].array()["flags"] == 0) if len(outs["depth"].array()) else True
 
 
 def test_latest_table_names_are_unambiguous() -> None:

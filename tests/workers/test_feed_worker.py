@@ -149,7 +149,6 @@ def test_bybit_and_okx_workers_fill_their_streams(tmp_path: Path, instance: str,
     recs, counters, _ = _run(tmp_path, instance, exchange=exchange)
     assert counters["books_live"] == 2 and counters["connections_up"] == 1, counters
     assert counters["decode_errors"] == 0 and counters["handler_errors"] == 0
-    assert counters["pings"] >= 0
     for stream in ("trades", "book", "depth", "funding", "open_interest"):
         assert len(recs[stream]) > 0, stream
     live = recs["book"][recs["book"]["state"] == BookState.LIVE]

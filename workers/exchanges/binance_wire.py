@@ -27,16 +27,12 @@ __all__ = [
     "MarkPrice",
     "OpenInterest",
     "Trade",
-    "decode_agg_trade",
     "decode_book_ticker",
     "decode_control",
     "decode_depth",
     "decode_envelope",
-    "decode_force_order",
-    "decode_mark_price",
     "decode_open_interest",
     "decode_snapshot",
-    "decode_trade",
     "flat_levels",
     "levels",
 ]
@@ -182,11 +178,7 @@ class DepthSnapshot(msgspec.Struct, gc=False):
 decode_envelope = msgspec.json.Decoder(Envelope).decode
 decode_depth = msgspec.json.Decoder(DepthUpdate, strict=False).decode
 decode_book_ticker = msgspec.json.Decoder(BookTicker, strict=False).decode
-decode_trade = msgspec.json.Decoder(Trade, strict=False).decode
 decode_snapshot = msgspec.json.Decoder(DepthSnapshot, strict=False).decode
-decode_agg_trade = msgspec.json.Decoder(AggTrade, strict=False).decode
-decode_mark_price = msgspec.json.Decoder(MarkPrice, strict=False).decode
-decode_force_order = msgspec.json.Decoder(ForceOrder, strict=False).decode
 decode_control = msgspec.json.Decoder(Control).decode
 decode_open_interest = msgspec.json.Decoder(OpenInterest, strict=False).decode
 

@@ -228,12 +228,12 @@ class BybitFeed(Feed):
             try:
                 book.apply_flat(flat, n_bids)
             except BookOverflow:
-                self._break(sid, Count.OVERFLOWS, recv, mono)
+                self.resync(sid, Count.OVERFLOWS, recv, mono)
                 return
             if reset:
                 self.counts[Count.SNAPSHOTS] += 1
             if book.crossed():
-                self._break(sid, Count.CROSSED, recv, mono)
+                self.resync(sid, Count.CROSSED, recv, mono)
                 return
             book.state = _LIVE  # also STALE -> LIVE: the channel spoke again
             ts = msg.ts * _MS
@@ -246,18 +246,6 @@ class BybitFeed(Feed):
             self.counts[Count.DROPPED_NOT_LIVE] += 1
         else:
             self.resync(sid, Count.GAPS, recv, mono)
-
-    def _break(self, sid: int, reason: Count, recv: int, mono: int) -> None:
-        """Resync ``sid`` after a bad update. The base's ``resync`` does nothing more for a
-        book already RESYNCING, but then it is the new snapshot that failed: the book holds its
-        levels and the chain continues from it, so empty both and ask for another one."""
-        if self.books[sid].state != BookState.RESYNCING:
-            self.resync(sid, reason, recv, mono)
-            return
-        self.counts[reason] += 1
-        self.books[sid].clear()
-        self._reset_sequence(sid)
-        self.request(self.resync_kind, sid)
 
     def _ticker(self, sid: int, mk: int, env: Envelope, recv: int, mono: int) -> None:
         state = self.tickers[sid]

@@ -15,11 +15,9 @@ Ticker deltas carry only the fields that changed, so every :class:`Ticker` field
 from __future__ import annotations
 
 import hashlib
-from itertools import chain
 from typing import Annotated, Generic, TypeVar
 
 import msgspec
-import numpy as np
 from msgspec import UNSET, UnsetType
 
 from .binance_wire import Level, levels  # the same decoded level type
@@ -33,7 +31,6 @@ __all__ = [
     "Ticker",
     "Trade",
     "aggressor_side",
-    "book_levels",
     "decode_book",
     "decode_envelope",
     "decode_liquidations",
@@ -44,7 +41,6 @@ __all__ = [
     "trade_id",
 ]
 
-_chain = chain.from_iterable
 _NAN = float("nan")
 _ID_MAX = (1 << 63) - 1
 T = TypeVar("T")
@@ -73,11 +69,6 @@ class Envelope(msgspec.Struct, gc=False):
     ret_msg: str = ""
     req_id: str = ""
     conn_id: str = ""
-
-    @property
-    def is_pong(self) -> bool:
-        """True for a heartbeat reply, in either shape."""
-        return self.op == "pong" or (self.op == "ping" and self.ret_msg == "pong")
 
 
 class Push(msgspec.Struct, Generic[T], gc=False):
@@ -165,18 +156,6 @@ def decode_ticker(data: bytes | msgspec.Raw) -> Ticker:
             if raw[key] == "":
                 raw[key] = 0 if key == "nextFundingTime" else _NAN
         return msgspec.convert(raw, Ticker, strict=False)
-
-
-def book_levels(data: BookData) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Bid prices, bid sizes, ask prices, ask sizes of a book message, for ``Book.apply``.
-
-    Both sides share one ``np.fromiter`` buffer: a median delta has 6 levels, where the fixed
-    cost of a second call dominates (2.1 against 2.7 µs per delta for two ``levels`` calls).
-    """
-    b, a = data.b, data.a
-    nb = 2 * len(b)
-    flat = np.fromiter(_chain(b + a), np.float64, nb + 2 * len(a))
-    return flat[0:nb:2], flat[1:nb:2], flat[nb::2], flat[nb + 1::2]
 
 
 def aggressor_side(S: str) -> int:

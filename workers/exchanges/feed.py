@@ -235,15 +235,19 @@ class Feed:
         if book.state == BookState.RESYNCING:  # a bad start: forget it, ask again
             book.clear()
             self._reset_sequence(sid)
-            self.request(self.resync_kind, sid)
-            return
+        else:
+            self._enter_resyncing(sid, recv, mono)
+        self.request(self.resync_kind, sid)
+
+    def _enter_resyncing(self, sid: int, recv: int, mono: int) -> None:
+        """LIVE/SYNCING/STALE → RESYNCING: epoch + 1, emptied, announced (not LIVE)."""
+        book = self.books[sid]
         self.counts[Count.RESYNCS] += 1
         book.state = BookState.RESYNCING
         book.epoch += 1
         book.clear()
         self._reset_sequence(sid)
         self.emitter.book(sid, self.markets[sid], 0, recv, mono, book, -1)
-        self.request(self.resync_kind, sid)
 
     resync_kind = "resubscribe"
 
@@ -268,15 +272,9 @@ class Feed:
                         self._mark_lost(sid, recv, mono)
 
     def _mark_lost(self, sid: int, recv: int, mono: int) -> None:
-        book = self.books[sid]
-        if book.state == BookState.RESYNCING:
-            return
-        self.counts[Count.RESYNCS] += 1
-        book.state = BookState.RESYNCING
-        book.epoch += 1
-        book.clear()
-        self._reset_sequence(sid)
-        self.emitter.book(sid, self.markets[sid], 0, recv, mono, book, -1)
+        # the reconnect resubscribes (Binance: its first buffered event asks for a snapshot)
+        if self.books[sid].state != BookState.RESYNCING:
+            self._enter_resyncing(sid, recv, mono)
 
     def mark_stale(self, sid: int, recv: int, mono: int) -> None:
         """The liveness watchdog found the book's channel silent: LIVE → STALE (announced)."""

@@ -356,23 +356,23 @@ class OkxFeed(Feed):
             if verdict == OkxVerdict.DUPLICATE:
                 self.counts[Count.DUPLICATES] += 1
             else:
-                self._break(sid, Count.GAPS, recv, mono)
+                self.resync(sid, Count.GAPS, recv, mono)
             return
         if snapshot:
             book.clear()
         try:
             book.apply_json(d.bids, d.asks)
         except BookOverflow:
-            self._break(sid, Count.OVERFLOWS, recv, mono)
+            self.resync(sid, Count.OVERFLOWS, recv, mono)
             return
         except ValueError:  # malformed levels: nothing applied, but the chain moved past it
-            self._break(sid, Count.DECODE_ERRORS, recv, mono)
+            self.resync(sid, Count.DECODE_ERRORS, recv, mono)
             return
         if book.checksum() != d.checksum:
-            self._break(sid, Count.CHECKSUM_FAILURES, recv, mono)
+            self.resync(sid, Count.CHECKSUM_FAILURES, recv, mono)
             return
         if book.crossed():
-            self._break(sid, Count.CROSSED, recv, mono)
+            self.resync(sid, Count.CROSSED, recv, mono)
             return
         flags = FLAG_CHECKSUM_OK
         if snapshot:
@@ -387,18 +387,6 @@ class OkxFeed(Feed):
         em.depth(sid, mk, ts, recv, mono, bp, bq, ap, aq, uid, prev, book.epoch, _LIVE_ID,
                  flags)
         em.book(sid, mk, ts, recv, mono, book, uid, FLAG_CHECKSUM_OK)
-
-    def _break(self, sid: int, reason: Count, recv: int, mono: int) -> None:
-        """Resync ``sid``. The base's ``resync`` does nothing more for a book already
-        RESYNCING, but then it is the new snapshot that failed: the book holds its levels and
-        the chain continues from it, so empty both and ask for another one."""
-        if self.books[sid].state != BookState.RESYNCING:
-            self.resync(sid, reason, recv, mono)
-            return
-        self.counts[reason] += 1
-        self.books[sid].clear()
-        self._reset_sequence(sid)
-        self.request(self.resync_kind, sid)
 
     def _liquidations(self, env: Envelope, recv: int, mono: int) -> None:
         em = self.emitter

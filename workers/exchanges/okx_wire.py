@@ -27,7 +27,6 @@ __all__ = [
     "BookData",
     "Envelope",
     "FundingRate",
-    "IndexTicker",
     "Instrument",
     "Instruments",
     "Liquidation",
@@ -43,7 +42,6 @@ __all__ = [
     "decode_books_raw",
     "decode_envelope",
     "decode_funding_rate",
-    "decode_index_tickers",
     "decode_instruments",
     "decode_liquidations",
     "decode_mark_price",
@@ -204,19 +202,6 @@ class OpenInterest(msgspec.Struct, gc=False):
     oiUsd: Num = _NAN
 
 
-class IndexTicker(msgspec.Struct, gc=False):
-    """``index-tickers``."""
-
-    instId: str
-    idxPx: Num
-    ts: int
-    open24h: Num = _NAN
-    high24h: Num = _NAN
-    low24h: Num = _NAN
-    sodUtc0: Num = _NAN
-    sodUtc8: Num = _NAN
-
-
 class Instrument(msgspec.Struct, gc=False):
     """One item of ``GET /api/v5/public/instruments``: a contract is ``ctVal × ctMult`` units of
     ``ctValCcy`` (the base coin for linear contracts and options, USD for inverse ones); spot
@@ -267,6 +252,5 @@ decode_liquidations = _lenient(list[Liquidation]).decode
 decode_funding_rate = _lenient(list[FundingRate]).decode
 decode_mark_price = _lenient(list[MarkPrice]).decode
 decode_open_interest = _lenient(list[OpenInterest]).decode
-decode_index_tickers = _lenient(list[IndexTicker]).decode
 decode_tickers = _lenient(list[Ticker]).decode
 decode_instruments = _lenient(Instruments).decode  # the whole REST body, not Envelope.data

@@ -119,6 +119,25 @@ def record_struct(dtype: np.dtype) -> struct.Struct:
     return packer
 
 
+@nb.njit(cache=True, inline="always")
+def _depth_row(r, ts_ex, recv, mono, sid, exchange, market, flags, price, qty, update_id,
+               prev_id, epoch, side, state):  # pragma: no cover - njit
+    r.ts_exchange_ns = ts_ex
+    r.ts_recv_ns = recv
+    r.ts_mono_ns = mono
+    r.symbol_id = sid
+    r.exchange = exchange
+    r.market = market
+    r.flags = flags
+    r.price = price
+    r.qty = qty
+    r.update_id = update_id
+    r.prev_update_id = prev_id
+    r.epoch = epoch
+    r.side = side
+    r.state = state
+
+
 @nb.njit(cache=True)
 def _fill_depth(out, bid_px, bid_qty, ask_px, ask_qty, ts_ex, recv, mono, sid, exchange,
                 market, flags, update_id, prev_id, epoch, state):  # pragma: no cover - njit
@@ -127,21 +146,8 @@ def _fill_depth(out, bid_px, bid_qty, ask_px, ask_qty, ts_ex, recv, mono, sid, e
         px = bid_px if side == 0 else ask_px
         qty = bid_qty if side == 0 else ask_qty
         for i in range(len(px)):
-            r = out[n]
-            r.ts_exchange_ns = ts_ex
-            r.ts_recv_ns = recv
-            r.ts_mono_ns = mono
-            r.symbol_id = sid
-            r.exchange = exchange
-            r.market = market
-            r.flags = flags
-            r.price = px[i]
-            r.qty = qty[i]
-            r.update_id = update_id
-            r.prev_update_id = prev_id
-            r.epoch = epoch
-            r.side = 1 if side == 0 else -1
-            r.state = state
+            _depth_row(out[n], ts_ex, recv, mono, sid, exchange, market, flags, px[i], qty[i],
+                       update_id, prev_id, epoch, 1 if side == 0 else -1, state)
             n += 1
     if n > 0:
         out[n - 1].flags = flags | 1  # FLAG_LAST_IN_MESSAGE
@@ -153,21 +159,8 @@ def _fill_depth_flat(out, flat, nb_, ts_ex, recv, mono, sid, exchange, market, f
                      prev_id, epoch, state):  # pragma: no cover - njit
     n = len(flat) // 2
     for k in range(n):
-        r = out[k]
-        r.ts_exchange_ns = ts_ex
-        r.ts_recv_ns = recv
-        r.ts_mono_ns = mono
-        r.symbol_id = sid
-        r.exchange = exchange
-        r.market = market
-        r.flags = flags
-        r.price = flat[2 * k]
-        r.qty = flat[2 * k + 1]
-        r.update_id = update_id
-        r.prev_update_id = prev_id
-        r.epoch = epoch
-        r.side = 1 if k < nb_ else -1
-        r.state = state
+        _depth_row(out[k], ts_ex, recv, mono, sid, exchange, market, flags, flat[2 * k],
+                   flat[2 * k + 1], update_id, prev_id, epoch, 1 if k < nb_ else -1, state)
     if n > 0:
         out[n - 1].flags = flags | 1  # FLAG_LAST_IN_MESSAGE
     return n

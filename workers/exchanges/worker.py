@@ -128,7 +128,6 @@ class FeedWorker:
         self.feed.notify = self._wake.set
         self._stop = asyncio.Event()
         self._serving: set[asyncio.Task[None]] = set()
-        self._stats_row = np.zeros(1, STATS)
         self._silence = {**CHANNEL_SILENCE_S, **cfg.channel_silence_s}
         self._silent: set[tuple[int, int, int]] = set()
         self._resyncing_since: dict[int, float] = {}
@@ -348,11 +347,6 @@ class FeedWorker:
                         self.feed.symbols[sid].symbol, state.name.lower(),
                         self.cfg.resync_retry_s)
             self.feed.request(self.feed.resync_kind, sid)
-
-    @property
-    def silent_channels(self) -> int:
-        """Channels currently flagged silent."""
-        return len(self._silent)
 
     def _full_snapshots(self) -> None:
         feed, recv, mono = self.feed, time.time_ns(), time.perf_counter_ns()
