@@ -28,7 +28,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .layout import H
+from .layout import LATEST_ROW_HEADER, H
 
 __all__ = [
     "ST_DELIVERED",
@@ -45,6 +45,7 @@ __all__ = [
     "fetch_and",
     "fetch_or",
     "futex_wake",
+    "latest_store_kernel",
     "read_kernel",
 ]
 
@@ -53,6 +54,7 @@ _FUTEX_WAKE = 1   # shared (no FUTEX_PRIVATE_FLAG): the word lives in a MAP_SHAR
 _TAIL_INTENT = H.TAIL_INTENT
 _TAIL = H.TAIL
 _WAKE_SEQ = H.WAKE_SEQ
+_ROW_HEADER = LATEST_ROW_HEADER.itemsize
 
 
 def _ptr(builder: ir.IRBuilder, addr: ir.Value, bits: int) -> ir.Value:
@@ -240,6 +242,25 @@ def commit_kernel(hdr: int, ring: int, mask: int, words: int, src: int, count: i
         _futex_wake_all(hdr + _WAKE_SEQ)
         return (start + count) << 1 | 1
     return (start + count) << 1
+
+
+@nb.njit(nb.void(nb.int64, nb.int64, nb.int64), cache=True)
+def latest_store_kernel(row: int, src: int, words: int) -> None:
+    """Seqlock store of one latest-table row (see ``shm.latest``) from njit code: ``version``
+    odd -> release fence -> ``words`` u64 words from ``src`` into the record area -> ``updates``
+    + 1 -> store-release ``version`` even. The release fence keeps the odd version before the
+    record's stores (LLVM may not sink them above it); the store-release keeps them before the
+    even one. ``row`` is :meth:`shm.LatestWriter.row_address`; one writer per table.
+    """
+    version: int = _load_u64(row)
+    _store_u64(row, version + 1)
+    _fence_release()
+    dst = nb.carray(_u64_ptr(row + _ROW_HEADER), (words,))
+    data = nb.carray(_u64_ptr(src), (words,))
+    for i in range(words):
+        dst[i] = data[i]
+    _store_u64(row + 8, _load_u64(row + 8) + 1)
+    _store_u64(row, version + 2)
 
 
 _I64 = nb.int64

@@ -109,6 +109,11 @@ class LatestWriter:
         self._words[w + 1] += 1
         self._words[w] = version + 2           # even: row consistent again
 
+    def row_address(self, symbol_id: int) -> int:
+        """Address of row ``symbol_id`` (its seqlock header) for
+        :func:`shm.atomics.latest_store_kernel`; valid until :meth:`close`."""
+        return self._seg.base + self._row(symbol_id)
+
     def update_batch(self, records: np.ndarray) -> None:
         """Apply ``records`` in order (the last record per ``symbol_id`` wins)."""
         for record in records:

@@ -104,6 +104,22 @@ class Writer:
             self._seg.set(H.WAKES, self._wakes)
         return (result >> 1) - 1
 
+    def commit_target(self) -> tuple[int, int, int, int, int, int]:
+        """``(hdr, ring, mask, words, stamp_word, waiters)``: the arguments of
+        :func:`shm.atomics.commit_kernel` for this ring, for njit code that commits itself.
+
+        The addresses are valid until :meth:`close`; the caller must stop committing first.
+        A commit whose kernel result has bit 0 set woke readers: report it with
+        :meth:`count_wakes`.
+        """
+        return (self._hdr, self._ring, self._mask, self._words, self._stamp_word,
+                self._waiters)
+
+    def count_wakes(self, n: int = 1) -> None:
+        """Add ``n`` reader wake-ups done by an outside commit (see :meth:`commit_target`)."""
+        self._wakes += n
+        self._seg.set(H.WAKES, self._wakes)
+
     def commit_from(self, address: int, count: int) -> int:
         """Commit ``count`` records from raw memory at ``address``: for a caller that keeps a
         preallocated batch buffer and its address (``ndarray.ctypes.data`` costs 0.4 µs a

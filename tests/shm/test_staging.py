@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 
 import shm
-from workers.exchanges.book import Book
 from workers.exchanges.records import record_struct
 
 
@@ -50,15 +49,3 @@ def test_latest_update_raw(instance: str) -> None:
     finally:
         table.close()
         w.close(unlink=True)
-
-
-def test_apply_flat_equals_apply() -> None:
-    rng = np.random.default_rng(5)
-    a, b = Book(256), Book(256)
-    for _ in range(300):
-        nb_, na = rng.integers(0, 6, 2)
-        bids = np.column_stack([rng.integers(90, 100, nb_) * 1.0, rng.integers(0, 3, nb_) * 1.0])
-        asks = np.column_stack([rng.integers(101, 111, na) * 1.0, rng.integers(0, 3, na) * 1.0])
-        a.apply(bids[:, 0].copy(), bids[:, 1].copy(), asks[:, 0].copy(), asks[:, 1].copy())
-        b.apply_flat(np.concatenate([bids.ravel(), asks.ravel()]), int(nb_))
-        assert [x.tolist() for x in a.levels(300)] == [x.tolist() for x in b.levels(300)]

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workers.exchanges.binance_wire import flat_levels
+from shm import DEPTH
 from workers.exchanges.book import Book
+from workers.exchanges.book_commit import APPLIED
 from workers.exchanges.bybit_sync import (
     BBO,
     FUNDING,
@@ -34,6 +35,7 @@ from workers.exchanges.bybit_wire import (
     liquidation_order_side,
     trade_id,
 )
+from workers.exchanges.records import Collector, Emitter
 from workers.venue import SyntheticConfig, generate, open_session
 
 RECORDING = (Path(__file__).resolve().parents[1] / "data" / "recorded" / "bybit"
@@ -82,6 +84,7 @@ def _same(a: float, b: float) -> bool:
 
 def test_recorded_books_follow_every_message() -> None:
     books = {s: Book(capacity=1024) for s in SYMBOLS}
+    committer = Emitter(2, {"depth": Collector(DEPTH)}).books  # the feed's apply path
     refs = {s: ReferenceBook() for s in SYMBOLS}
     syncs = {s: BybitBookSync() for s in SYMBOLS}
     last_u: dict[str, int] = {}
@@ -102,7 +105,7 @@ def test_recorded_books_follow_every_message() -> None:
         book = books[symbol]
         if verdict == Verdict.RESET:
             book.clear()
-        book.apply_flat(flat_levels(data.b, data.a), len(data.b))  # the feed's path
+        assert committer.apply(book, data.b, data.a, 0, 1, 0, 0, 0, data.u, -1) == APPLIED
         refs[symbol].apply(env.type == "snapshot", raw["b"], raw["a"])
         for mine, theirs in zip(book.levels(1 << 30), refs[symbol].arrays(), strict=True):
             assert np.array_equal(mine, theirs)

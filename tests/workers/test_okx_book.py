@@ -97,6 +97,7 @@ def _replay(name: str) -> tuple[Counter[str], Counter[str]]:
             book.apply_strings(d.bids, d.asks)
             ref.apply(d.bids, d.asks)
             assert book.checksum() == d.checksum, f"{inst}: message {messages[inst]}"
+            assert book.apply_json(b"[]", b"[]") == d.checksum  # the fused kernel's checksum
             assert ref.checksum() == d.checksum  # the reference agrees with the exchange too
             assert book.strings(1 << 30) == ref.best_first()
             ref_bids, ref_asks = ref.best_first()

@@ -29,10 +29,10 @@ from .binance_wire import (
     decode_control,
     decode_open_interest,
     decode_snapshot,
-    flat_levels,
     levels,
 )
 from .book import BookOverflow
+from .book_commit import APPLIED, OVERFLOW
 from .feed import ConnectionSpec, Count, Feed, FeedError, RepeatFilter, SymbolSpec
 from .records import Emitter
 
@@ -371,27 +371,17 @@ class BinanceFeed(Feed):
     def _apply(self, sid: int, ev: DepthUpdate, recv: int, mono: int) -> None:
         """Apply an event the sync accepted, check the book, publish depth and top-N."""
         book = self.books[sid]
-        flat = flat_levels(ev.b, ev.a)
-        n_bids = len(ev.b)
-        try:
-            book.apply_flat(flat, n_bids)
-        except BookOverflow:
-            self.resync(sid, Count.OVERFLOWS, recv, mono)
-            return
-        if book.crossed():
-            self.resync(sid, Count.CROSSED, recv, mono)
-            return
+        mk = self.markets[sid]
+        # the snapshot plus this event: depth consumers get the whole book instead
         bridged = book.state != BookState.LIVE and book.state != BookState.STALE
-        book.state = BookState.LIVE
-        mk, ts = self.markets[sid], ev.E * _MS
-        if bridged:  # the snapshot plus this event: depth consumers get the whole book first
-            book.update_id = ev.u
+        prev = ev.pu if self.sync[sid].futures else ev.U - 1
+        result = self.emitter.books.apply(book, ev.b, ev.a, sid, mk, ev.E * _MS, recv, mono,
+                                          ev.u, prev, 0, not bridged)
+        if result != APPLIED:
+            self.resync(sid, Count.OVERFLOWS if result == OVERFLOW else Count.CROSSED, recv,
+                        mono)
+        elif bridged:
             self.emitter.full_depth(sid, mk, recv, mono, book)
-        else:
-            prev = ev.pu if self.sync[sid].futures else ev.U - 1
-            self.emitter.depth_flat(sid, mk, ts, recv, mono, flat, n_bids, ev.u, prev,
-                                    book.epoch, _LIVE)
-        self.emitter.book(sid, mk, ts, recv, mono, book, ev.u)
 
     def _control(self, data: bytes) -> None:
         msg = decode_control(data)

@@ -33,7 +33,6 @@ __all__ = [
     "decode_envelope",
     "decode_open_interest",
     "decode_snapshot",
-    "flat_levels",
     "levels",
 ]
 
@@ -181,13 +180,6 @@ decode_book_ticker = msgspec.json.Decoder(BookTicker, strict=False).decode
 decode_snapshot = msgspec.json.Decoder(DepthSnapshot, strict=False).decode
 decode_control = msgspec.json.Decoder(Control).decode
 decode_open_interest = msgspec.json.Decoder(OpenInterest, strict=False).decode
-
-
-def flat_levels(bids: list[tuple[float, float]], asks: list[tuple[float, float]]
-                ) -> np.ndarray:
-    """Both sides of a message as one ``[p, q, ...]`` array, bids first (one allocation)."""
-    return np.fromiter(_chain((_chain(bids), _chain(asks))), np.float64,
-                       2 * (len(bids) + len(asks)))
 
 
 def levels(pairs: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:

@@ -17,8 +17,9 @@ import numba as nb
 import numpy as np
 
 from shm import BookState
+from shm.atomics import address_of
 
-__all__ = ["Book", "BookOverflow", "apply_levels", "apply_pairs"]
+__all__ = ["Book", "BookOverflow", "apply_levels"]
 
 
 class BookOverflow(RuntimeError):
@@ -71,36 +72,24 @@ def apply_levels(prices: np.ndarray, qtys: np.ndarray, count: int, new_px: np.nd
     return count
 
 
-@nb.njit(cache=True)
-def apply_pairs(bid_px: np.ndarray, bid_qty: np.ndarray, n_bids: int, ask_px: np.ndarray,
-                ask_qty: np.ndarray, n_asks: int, flat: np.ndarray, nb_: int) -> int:
-    """Apply one message given as one flat array ``[p0, q0, p1, q1, ...]`` whose first ``nb_``
-    pairs are bids and the rest asks (one dispatch for both sides); returns
-    ``new_n_bids << 32 | new_n_asks``, or -1 if a side is full."""
-    for k in range(len(flat) // 2):
-        if k < nb_:
-            n_bids = _apply_one(bid_px, bid_qty, n_bids, flat[2 * k], flat[2 * k + 1], True)
-            if n_bids < 0:
-                return -1
-        else:
-            n_asks = _apply_one(ask_px, ask_qty, n_asks, flat[2 * k], flat[2 * k + 1], False)
-            if n_asks < 0:
-                return -1
-    return (n_bids << 32) | n_asks
-
-
 class Book:
     """One symbol's L2 book: sorted sides, trust state and epoch (+1 on every resync)."""
 
     def __init__(self, capacity: int = 8192) -> None:
-        self.bid_px = np.zeros(capacity)
-        self.bid_qty = np.zeros(capacity)
-        self.ask_px = np.zeros(capacity)
-        self.ask_qty = np.zeros(capacity)
+        self._use(np.zeros((4, capacity)))
         self.n_bids = self.n_asks = 0
         self.state = BookState.SYNCING
         self.epoch = 0
         self.update_id = -1   # exchange id of the last published state (set by the emitter)
+
+    def _use(self, sides: np.ndarray) -> None:
+        """Keep the four sides as rows of one C-contiguous ``(4, capacity)`` float64 array:
+        njit callers get them all from :attr:`address` and :attr:`capacity`."""
+        assert sides.shape[0] == 4 and sides.dtype == np.float64 and sides.flags.c_contiguous
+        self._sides = sides
+        self.bid_px, self.bid_qty, self.ask_px, self.ask_qty = sides
+        self.capacity = sides.shape[1]
+        self.address = address_of(sides)
 
     def clear(self) -> None:
         """Empty both sides (a snapshot follows)."""
@@ -114,15 +103,6 @@ class Book:
         if n < 0 or m < 0:
             raise BookOverflow(f"book side full ({len(self.bid_px)} levels)")
         self.n_bids, self.n_asks = n, m
-
-    def apply_flat(self, flat: np.ndarray, n_bid_pairs: int) -> None:
-        """Apply one message as a flat ``[p, q, ...]`` array, bids first (see
-        :func:`apply_pairs`); BookOverflow if a side is full."""
-        counts = apply_pairs(self.bid_px, self.bid_qty, self.n_bids, self.ask_px, self.ask_qty,
-                             self.n_asks, flat, n_bid_pairs)
-        if counts < 0:
-            raise BookOverflow(f"book side full ({len(self.bid_px)} levels)")
-        self.n_bids, self.n_asks = counts >> 32, counts & 0xFFFFFFFF
 
     def crossed(self) -> bool:
         """True if the best bid is at or above the best ask (never valid: resync)."""

@@ -18,8 +18,7 @@ import msgspec
 
 from shm.layout import FLAG_ID_HASHED, FLAG_SNAPSHOT, BookState, Exchange
 
-from .binance_wire import flat_levels
-from .book import BookOverflow
+from .book_commit import APPLIED, OVERFLOW
 from .bybit_sync import FUNDING, OPEN_INTEREST, BybitBookSync, TickerState, Verdict
 from .bybit_wire import (
     BookData,
@@ -42,7 +41,6 @@ _PREFIX = b'{"topic":"'
 _MS = 1_000_000
 _NAN = float("nan")
 _LIVE = BookState.LIVE
-_LIVE_ID = int(BookState.LIVE)  # plain int for the njit fill kernel
 _ARGS_PER_FRAME = 10      # Bybit spot rejects a subscribe request with more than 10 args
 _DEPTHS = {"linear": (50, 200, 500, 1000), "spot": (50, 200, 1000)}
 _DERIVATIVE_STREAMS = {"liquidations", "funding", "open_interest"}
@@ -223,25 +221,15 @@ class BybitFeed(Feed):
             reset = verdict == Verdict.RESET
             if reset:
                 book.clear()
-            flat = flat_levels(data.b, data.a)
-            n_bids = len(data.b)
-            try:
-                book.apply_flat(flat, n_bids)
-            except BookOverflow:
-                self.resync(sid, Count.OVERFLOWS, recv, mono)
-                return
-            if reset:
-                self.counts[Count.SNAPSHOTS] += 1
-            if book.crossed():
-                self.resync(sid, Count.CROSSED, recv, mono)
-                return
-            book.state = _LIVE  # also STALE -> LIVE: the channel spoke again
-            ts = msg.ts * _MS
             # a snapshot replaces the book: flagged, so depth consumers reset theirs
-            self.emitter.depth_flat(sid, mk, ts, recv, mono, flat, n_bids, u,
-                                    -1 if reset else u - 1, book.epoch, _LIVE_ID,
-                                    FLAG_SNAPSHOT if reset else 0)
-            self.emitter.book(sid, mk, ts, recv, mono, book, u)
+            result = self.emitter.books.apply(book, data.b, data.a, sid, mk, msg.ts * _MS, recv,
+                                              mono, u, -1 if reset else u - 1,
+                                              FLAG_SNAPSHOT if reset else 0)
+            if result != APPLIED:
+                self.resync(sid, Count.OVERFLOWS if result == OVERFLOW else Count.CROSSED,
+                            recv, mono)
+            elif reset:
+                self.counts[Count.SNAPSHOTS] += 1
         elif verdict == Verdict.WAIT:
             self.counts[Count.DROPPED_NOT_LIVE] += 1
         else:

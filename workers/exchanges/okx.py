@@ -55,7 +55,6 @@ _NAN = float("nan")
 _LIVE = BookState.LIVE
 # the state as a plain int for the njit depth kernel: numba types an IntEnum member through a
 # slow reflective path (+20–40 µs per call, measured): more than the rest of a book message
-_LIVE_ID = int(BookState.LIVE)
 _ARGS_PER_FRAME = 20
 _DERIVATIVE_STREAMS = {"liquidations", "funding", "open_interest"}
 (_BOOK, _BBO, _TRADE, _FUNDING, _MARK, _OI, _LIQ) = range(7)
@@ -97,17 +96,14 @@ def warm_kernels(book_dtype: np.dtype) -> None:
                  book_depth=book_dtype["bid_px"].shape[0])
     book = OkxBook(8, qty_scale=0.5, inverse=True)
     two, none = b'[["1","3","0","1"],["2","1","0","1"]]', b"[]"
-    # a side's level view is strided ('A') with ≥ 2 levels, contiguous ('C') with 0 or 1:
-    # four specializations of the depth kernel
     for bids, asks in ((two, two), (none, two), (two, none), (none, none)):
         (raw,) = decode_books_raw(b'[{"asks":%s,"bids":%s,"ts":"1","checksum":0}]'
                                   % (asks, bids))
         book.clear()
         book.apply_json(raw.bids, raw.asks)
-        book.checksum()
-        bp, bq, ap, aq = book.message_levels()
-        em.depth(0, 0, 0, 0, 0, bp, bq, ap, aq, 0, -1, 0, _LIVE_ID, FLAG_CHECKSUM_OK)
-        em.book(0, 0, 0, 0, 0, book, 0, FLAG_CHECKSUM_OK)
+        mid, end = book.message_counts()
+        em.books.publish(book, book.message_address, end, mid, 0, 0, 0, 0, 0, 0, -1,
+                         FLAG_CHECKSUM_OK)
 
 
 class OkxUrls(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -361,14 +357,14 @@ class OkxFeed(Feed):
         if snapshot:
             book.clear()
         try:
-            book.apply_json(d.bids, d.asks)
+            checksum = book.apply_json(d.bids, d.asks)
         except BookOverflow:
             self.resync(sid, Count.OVERFLOWS, recv, mono)
             return
         except ValueError:  # malformed levels: nothing applied, but the chain moved past it
             self.resync(sid, Count.DECODE_ERRORS, recv, mono)
             return
-        if book.checksum() != d.checksum:
+        if checksum != d.checksum:
             self.resync(sid, Count.CHECKSUM_FAILURES, recv, mono)
             return
         if book.crossed():
@@ -382,11 +378,9 @@ class OkxFeed(Feed):
         uid = d.ts if d.seqId is None else d.seqId
         prev = -1 if d.prevSeqId is None else d.prevSeqId
         ts = d.ts * _MS
-        em = self.emitter
-        bp, bq, ap, aq = book.message_levels()
-        em.depth(sid, mk, ts, recv, mono, bp, bq, ap, aq, uid, prev, book.epoch, _LIVE_ID,
-                 flags)
-        em.book(sid, mk, ts, recv, mono, book, uid, FLAG_CHECKSUM_OK)
+        mid, end = book.message_counts()
+        self.emitter.books.publish(book, book.message_address, end, mid, sid, mk, ts, recv,
+                                   mono, uid, prev, flags)
 
     def _liquidations(self, env: Envelope, recv: int, mono: int) -> None:
         em = self.emitter

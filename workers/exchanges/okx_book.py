@@ -34,6 +34,7 @@ import msgspec
 import numba as nb
 import numpy as np
 
+from shm.atomics import address_of
 from workers.exchanges.book import Book, BookOverflow
 
 __all__ = ["CHECKSUM_DEPTH", "OkxBook", "OkxSequence", "OkxVerdict", "okx_checksum"]
@@ -286,6 +287,18 @@ def okx_checksum(slots: np.ndarray, s: np.ndarray, ln: np.ndarray, n_bids: int, 
     return crc - (1 << 32) if crc >= (1 << 31) else crc
 
 
+@nb.njit(cache=True)
+def _apply_and_checksum(f: np.ndarray, slots: np.ndarray, s: np.ndarray, ln: np.ndarray,
+                        n_bids: int, n_asks: int, bids: bytes, asks: bytes, offs: np.ndarray,
+                        vals: np.ndarray, floats_given: bool, scale: float, inverse: bool,
+                        buf: np.ndarray) -> tuple[int, int, int, int, int, int]:
+    """:func:`_apply_message`, then the checksum of the result: one dispatch per message."""
+    status, n, m, mid, end = _apply_message(f, slots, s, ln, n_bids, n_asks, bids, asks, offs,
+                                            vals, floats_given, scale, inverse)
+    crc = okx_checksum(slots, s, ln, n, m, CHECKSUM_DEPTH, buf) if status == _OK else 0
+    return status, n, m, mid, end, crc
+
+
 class OkxBook(Book):
     """One instrument's OKX book: ``Book``'s float sides plus each level's original strings.
 
@@ -306,8 +319,7 @@ class OkxBook(Book):
         self.inverse = bool(inverse)
         self._rows = (0, 0)  # bid rows, all rows of the last applied message in _vals
         # rows: bid px, bid size, ask px, ask size; the Book attributes are views of them
-        self._f = np.zeros((4, capacity))
-        self.bid_px, self.bid_qty, self.ask_px, self.ask_qty = self._f
+        self._use(np.zeros((4, capacity)))
         # per side: each level's slot (a permutation of the pool, see the module docstring),
         # and the pool: [side, slot, price|size] text and its length in bytes
         self._slots = np.tile(np.arange(capacity, dtype=np.int32), (2, 1))
@@ -316,6 +328,7 @@ class OkxBook(Book):
         # per message scratch: string offsets and parsed floats of every level, bids then asks
         self._offs = np.zeros((2 * capacity, 4), np.int64)
         self._vals = np.zeros((2 * capacity, 2))
+        self.message_address = address_of(self._vals)  # see message_levels
         self._buf = np.zeros(4 * CHECKSUM_DEPTH * (width + 1), np.uint8)
 
     def apply(self, bid_px: np.ndarray, bid_qty: np.ndarray, ask_px: np.ndarray,
@@ -323,31 +336,34 @@ class OkxBook(Book):
         """Not supported: use :meth:`apply_strings`."""
         raise TypeError("OkxBook needs the level strings: use apply_strings")
 
-    def apply_strings(self, bids: list[list[str]], asks: list[list[str]]) -> None:
+    def apply_strings(self, bids: list[list[str]], asks: list[list[str]]) -> int:
         """Apply one message's levels (``[px, sz, ...]`` strings as OKX sent them; size ``"0"``
         deletes). A snapshot: :meth:`clear` first. BookOverflow if a side is full (the book is
-        then partly updated: resync), ValueError for a malformed level."""
-        self.apply_json(_encode(bids), _encode(asks))
+        then partly updated: resync), ValueError for a malformed level. Returns the
+        checksum (see :meth:`apply_json`)."""
+        return self.apply_json(_encode(bids), _encode(asks))
 
-    def apply_json(self, bids: bytes | msgspec.Raw, asks: bytes | msgspec.Raw) -> None:
+    def apply_json(self, bids: bytes | msgspec.Raw, asks: bytes | msgspec.Raw) -> int:
         """:meth:`apply_strings` with each side given as its JSON array text (for example
-        ``okx_wire.decode_books_raw``'s fields: the lists are never built)."""
-        args = (self._f, self._slots, self._s, self._n, self.n_bids, self.n_asks, bids, asks,
+        ``okx_wire.decode_books_raw``'s fields: the lists are never built). Returns the
+        :meth:`checksum` of the book it leaves, computed in the same kernel call."""
+        args = (self._sides, self._slots, self._s, self._n, self.n_bids, self.n_asks, bids, asks,
                 self._offs, self._vals)
-        scale, inverse = self.qty_scale, self.inverse
+        scale, inverse, buf = self.qty_scale, self.inverse, self._buf
         self._rows = (0, 0)
-        status, n, m, mid, end = _apply_message(*args, False, scale, inverse)
+        status, n, m, mid, end, crc = _apply_and_checksum(*args, False, scale, inverse, buf)
         if status == _SLOW:  # a number outside the exact fast path: Python parses them all
             levels = msgspec.json.decode(bids) + msgspec.json.decode(asks)
             self._vals[:len(levels)] = [(float(lv[0]), float(lv[1])) for lv in levels]
-            status, n, m, mid, end = _apply_message(*args, True, scale, inverse)
+            status, n, m, mid, end, crc = _apply_and_checksum(*args, True, scale, inverse, buf)
         if status == _FULL:
             self.n_bids, self.n_asks = n, m
-            raise BookOverflow(f"book side full ({self._f.shape[1]} levels)")
+            raise BookOverflow(f"book side full ({self.capacity} levels)")
         if status != _OK:
             raise ValueError(f"malformed OKX levels: {bids[:80]!r} {asks[:80]!r}")
         self.n_bids, self.n_asks = n, m
         self._rows = (mid, end)
+        return crc
 
     def message_levels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The last applied message's levels as floats (bid prices, bid quantities, ask
@@ -356,6 +372,11 @@ class OkxBook(Book):
         mid, end = self._rows
         v = self._vals
         return v[:mid, 0], v[:mid, 1], v[mid:end, 0], v[mid:end, 1]
+
+    def message_counts(self) -> tuple[int, int]:
+        """Bid levels and all levels of the last applied message: they are float64 ``[p, q]``
+        pairs at :attr:`message_address`, bids first (what ``BookCommitter.publish`` takes)."""
+        return self._rows
 
     def checksum(self, depth: int = CHECKSUM_DEPTH) -> int:
         """OKX's checksum of the current book (compare with the message's ``checksum``)."""

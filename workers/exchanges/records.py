@@ -34,6 +34,7 @@ from shm.layout import (
 )
 
 from .book import Book
+from .book_commit import BookCommitter, depth_row
 
 __all__ = ["FEED_STREAMS", "Collector", "Emitter", "Output"]
 
@@ -98,7 +99,9 @@ class Collector:
         return np.concatenate(self.records)
 
 
-_STRUCT_CODES = {"u8": "Q", "i8": "q", "u4": "I", "i4": "i", "u2": "H", "i2": "h", "u1": "B",
+# u8 packs as "q": the same bytes for values below 2**63 (all a record holds), and CPython
+# converts signed ints on a fast path ("Q" goes through _PyLong_AsByteArray, ~0.1 µs a record)
+_STRUCT_CODES = {"u8": "q", "i8": "q", "u4": "I", "i4": "i", "u2": "H", "i2": "h", "u1": "B",
                  "i1": "b", "f8": "d", "f4": "f"}
 
 
@@ -119,25 +122,6 @@ def record_struct(dtype: np.dtype) -> struct.Struct:
     return packer
 
 
-@nb.njit(cache=True, inline="always")
-def _depth_row(r, ts_ex, recv, mono, sid, exchange, market, flags, price, qty, update_id,
-               prev_id, epoch, side, state):  # pragma: no cover - njit
-    r.ts_exchange_ns = ts_ex
-    r.ts_recv_ns = recv
-    r.ts_mono_ns = mono
-    r.symbol_id = sid
-    r.exchange = exchange
-    r.market = market
-    r.flags = flags
-    r.price = price
-    r.qty = qty
-    r.update_id = update_id
-    r.prev_update_id = prev_id
-    r.epoch = epoch
-    r.side = side
-    r.state = state
-
-
 @nb.njit(cache=True)
 def _fill_depth(out, bid_px, bid_qty, ask_px, ask_qty, ts_ex, recv, mono, sid, exchange,
                 market, flags, update_id, prev_id, epoch, state):  # pragma: no cover - njit
@@ -146,59 +130,12 @@ def _fill_depth(out, bid_px, bid_qty, ask_px, ask_qty, ts_ex, recv, mono, sid, e
         px = bid_px if side == 0 else ask_px
         qty = bid_qty if side == 0 else ask_qty
         for i in range(len(px)):
-            _depth_row(out[n], ts_ex, recv, mono, sid, exchange, market, flags, px[i], qty[i],
+            depth_row(out[n], ts_ex, recv, mono, sid, exchange, market, flags, px[i], qty[i],
                        update_id, prev_id, epoch, 1 if side == 0 else -1, state)
             n += 1
     if n > 0:
         out[n - 1].flags = flags | 1  # FLAG_LAST_IN_MESSAGE
     return n
-
-
-@nb.njit(cache=True)
-def _fill_depth_flat(out, flat, nb_, ts_ex, recv, mono, sid, exchange, market, flags, update_id,
-                     prev_id, epoch, state):  # pragma: no cover - njit
-    n = len(flat) // 2
-    for k in range(n):
-        _depth_row(out[k], ts_ex, recv, mono, sid, exchange, market, flags, flat[2 * k],
-                   flat[2 * k + 1], update_id, prev_id, epoch, 1 if k < nb_ else -1, state)
-    if n > 0:
-        out[n - 1].flags = flags | 1  # FLAG_LAST_IN_MESSAGE
-    return n
-
-
-@nb.njit(cache=True)
-def _fill_book(out, bid_px, bid_qty, n_bids, ask_px, ask_qty, n_asks, ts_ex, recv, mono, sid,
-               exchange, market, flags, update_id, epoch, state):  # pragma: no cover - njit
-    r = out[0]
-    depth = len(r.bid_px)
-    r.ts_exchange_ns = ts_ex
-    r.ts_recv_ns = recv
-    r.ts_mono_ns = mono
-    r.symbol_id = sid
-    r.exchange = exchange
-    r.market = market
-    r.flags = flags
-    r.update_id = update_id
-    r.epoch = epoch
-    r.state = state
-    nb_ = min(depth, n_bids)
-    na = min(depth, n_asks)
-    r.n_bids = nb_
-    r.n_asks = na
-    # sides are stored worst first: the best level is the last entry
-    for i in range(depth):
-        if i < nb_:
-            r.bid_px[i] = bid_px[n_bids - 1 - i]
-            r.bid_qty[i] = bid_qty[n_bids - 1 - i]
-        else:
-            r.bid_px[i] = np.nan
-            r.bid_qty[i] = 0.0
-        if i < na:
-            r.ask_px[i] = ask_px[n_asks - 1 - i]
-            r.ask_qty[i] = ask_qty[n_asks - 1 - i]
-        else:
-            r.ask_px[i] = np.nan
-            r.ask_qty[i] = 0.0
 
 
 class Emitter:
@@ -228,16 +165,16 @@ class Emitter:
         self._funding = outputs.get("funding")
         self._oi = outputs.get("open_interest")
         self._depth_buf = np.zeros(max_depth_levels, DEPTH)
-        self._depth_addr = self._depth_buf.ctypes.data
-        self._depth_from = getattr(self._depth, "commit_from", None)
         # the book record is filled in place: in the ring writer's stage when there is one
         book_out = outputs.get("book")
-        self._book_row = book_out.stage if book_out is not None else np.zeros(1, self.book_dtype)
-        if self._book_row.dtype != self.book_dtype:
-            raise ValueError(f"output for book has dtype {self._book_row.dtype}, expected "
+        book_row = book_out.stage if book_out is not None else np.zeros(1, self.book_dtype)
+        if book_row.dtype != self.book_dtype:
+            raise ValueError(f"output for book has dtype {book_row.dtype}, expected "
                              f"{self.book_dtype}")
-        self._book_commit = book_out.commit_staged if book_out is not None else None
-        self._book_bytes = self._book_row.data.cast("B")
+        self._latest_book = self.latest.get("book")
+        #: applies and publishes book messages (depth batch, top-N row, latest table)
+        self.books = BookCommitter(exchange, self._depth, book_out, self._latest_book, book_row,
+                                   max_depth_levels)
         # hot single-record streams are staged with struct.pack_into, then committed in place
         self._trade_stage, self._trade_pack, self._trade_commit = self._staging("trades", TRADE)
         self._bbo_stage, self._bbo_pack, self._bbo_commit = self._staging("bbo", BBO)
@@ -250,7 +187,6 @@ class Emitter:
         self._bbo_bytes: Any = self._bbo_stage.data.cast("B") if self._bbo_stage is not None \
             else None
         self._latest_bbo = self.latest.get("bbo")
-        self._latest_book = self.latest.get("book")
         self._latest_funding = self.latest.get("funding")
         self._latest_oi = self.latest.get("open_interest")
         for name, dtype in (("trades", TRADE), ("bbo", BBO), ("liquidations", LIQUIDATION),
@@ -330,34 +266,10 @@ class Emitter:
         total = len(bid_px) + len(ask_px)
         if total > len(buf):
             buf = self._depth_buf = np.zeros(total, DEPTH)
-            self._depth_addr = buf.ctypes.data  # depth_flat commits from this address
         n = _fill_depth(buf, bid_px, bid_qty, ask_px, ask_qty, ts_ex, recv, mono, sid,
                         self.exchange, market, flags, update_id, prev_id, epoch, state)
         if n:
             out.commit_batch(buf[:n])
-
-    def depth_flat(self, sid: int, market: int, ts_ex: int, recv: int, mono: int,
-                   flat: np.ndarray, n_bid_pairs: int, update_id: int, prev_id: int, epoch: int,
-                   state: int, flags: int = 0) -> None:
-        """:meth:`depth` for a message held as one flat ``[p, q, ...]`` array, bids first:
-        one kernel call, and the batch is committed from the preallocated buffer's address."""
-        out = self._depth
-        if out is None:
-            return
-        state = int(state)
-        if state != _LIVE:
-            flags |= FLAG_NOT_LIVE
-        buf = self._depth_buf
-        if len(flat) // 2 > len(buf):
-            buf = self._depth_buf = np.zeros(len(flat) // 2, DEPTH)
-            self._depth_addr = buf.ctypes.data
-        n = _fill_depth_flat(buf, flat, n_bid_pairs, ts_ex, recv, mono, sid, self.exchange,
-                             market, flags, update_id, prev_id, epoch, state)
-        if n:
-            if self._depth_from is not None:
-                self._depth_from(self._depth_addr, n)
-            else:
-                out.commit_batch(buf[:n])
 
     def full_depth(self, sid: int, market: int, recv: int, mono: int, book: Book) -> None:
         """Every level of ``book`` as one depth batch flagged ``FLAG_SNAPSHOT`` (sent at an
@@ -369,21 +281,9 @@ class Emitter:
 
     def book(self, sid: int, market: int, ts_ex: int, recv: int, mono: int, book: Book,
              update_id: int, flags: int = 0) -> None:
-        """The top-N snapshot of ``book`` (state and epoch from the book)."""
-        if self._book is None and self._latest_book is None:
-            return
-        state = int(book.state)
-        if state != _LIVE:
-            flags |= FLAG_NOT_LIVE
-        book.update_id = update_id
-        row = self._book_row
-        _fill_book(row, book.bid_px, book.bid_qty, book.n_bids, book.ask_px, book.ask_qty,
-                   book.n_asks, ts_ex, recv, mono, sid, self.exchange, market, flags,
-                   update_id, book.epoch, state)
-        if self._book_commit is not None:
-            self._book_commit()
-        if self._latest_book is not None:
-            self._latest_book.update_raw(sid, self._book_bytes)
+        """The top-N snapshot of ``book`` as it is (state and epoch from the book)."""
+        if self._book is not None or self._latest_book is not None:
+            self.books.publish_book(book, sid, market, ts_ex, recv, mono, update_id, flags)
 
     def liquidation(self, sid: int, market: int, ts_ex: int, recv: int, mono: int,
                     price: float, qty: float, side: int) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import gzip
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,11 +148,16 @@ def _snapshot_symbol(path: Path, books: list[str]) -> str:
 
 
 def replay(exchange: str, frames_file: str | Path, rest_snapshots: list[str | Path] = (),  # type: ignore[assignment]
-           book_depth: int = 20, market: str | None = None) -> tuple[Feed, ReplaySink]:
-    """Run a capture through the feed; returns the feed (counters, books) and the sink."""
+           book_depth: int = 20, market: str | None = None, emitter: Emitter | None = None,
+           on_frame: Callable[[int], None] | None = None) -> tuple[Feed, ReplaySink]:
+    """Run a capture through the feed; returns the feed (counters, books) and the sink.
+
+    ``emitter`` replaces the sink's (its outputs get the records; the sink stays empty);
+    ``on_frame(i)`` is called after frame ``i`` (for example to drain rings)."""
     frames = load_frames(frames_file)
     sink = ReplaySink(book_depth)
-    emitter = Emitter(_exchange_id(exchange), sink.outputs, book_depth=book_depth)
+    if emitter is None:
+        emitter = Emitter(_exchange_id(exchange), sink.outputs, book_depth=book_depth)
     try:
         feed = make_feed(exchange, [f for _, f in frames], emitter, market)
     except ReplayError as exc:
@@ -172,12 +177,14 @@ def replay(exchange: str, frames_file: str | Path, rest_snapshots: list[str | Pa
         snapshots[by_name[name]] = (body, int(head.get("E", 0)) if isinstance(head, dict)
                                     else 0)
     conn = "*"
-    for recv, frame in frames:
+    for i, (recv, frame) in enumerate(frames):
         for sid, (body, at_ms) in list(snapshots.items()):
             if at_ms == 0 or _event_ms(frame, feed.symbols[sid].symbol) > at_ms:
                 _serve_snapshot(feed, sid, body, recv)
                 del snapshots[sid]
         feed.on_frame(conn, frame, recv, 0)
+        if on_frame is not None:
+            on_frame(i)
     for sid, (body, _) in snapshots.items():  # never reached in the stream: apply at the end
         _serve_snapshot(feed, sid, body, frames[-1][0] if frames else 0)
     return feed, sink

@@ -395,9 +395,7 @@ def warm_kernels() -> None:
         rows[s] = Collector(STREAMS[s])
     em = Emitter(1, rows)
     em.depth(0, 1, 0, 0, 0, px, px, px, px, 1, 0, 0, int(BookState.LIVE))
-    flat = np.array([3.0, 1.0, 14.0, 1.0])
-    book.apply_flat(flat, 1)
-    em.depth_flat(0, 1, 0, 0, 0, flat, 1, 1, 0, 0, int(BookState.LIVE))
+    em.books.apply(book, [(3.0, 1.0)], [(14.0, 1.0)], 0, 1, 0, 0, 0, 1, 0)
     em.book(0, 1, 0, 0, 0, book, 1)
 
 
