@@ -1,0 +1,1 @@
+"""Detector kernels and processes: numba analytics and detections over the bus (issue 5)."""
