@@ -532,3 +532,32 @@ def test_synthetic_venue_frames_in_base_units() -> None:
         assert {d["posSide"] for d in ctx[inst] if d["side"] == "sell"} <= {"long"}
     assert seen["book"] > 5_000 and seen["trade"] > 1_000 and seen["liquidation"] > 0
     assert seen["funding"] == 2 * 2 * 6 and seen["open_interest"] == 2 * 6
+
+
+def test_one_pass_push_path_equals_the_general_path() -> None:
+    """Frames in OKX's key order take the one-decode path (routed on the arg's bytes); the
+    same frames with their keys in another order take the general path: same records. An
+    event that puts ``arg`` first is still a control frame."""
+    gen = _Venue()
+    frames = [gen.book(SWAP, "snapshot", 10, -1, _lv(("100.0", "5"), ("99.5", "1")),
+                       _lv(("100.5", "2"))),
+              gen.book(SWAP, "update", 11, 10, _lv(("99.5", "0")), _lv(("101", "3"))),
+              msgspec.json.encode({"arg": {"channel": "trades", "instId": SWAP}, "data": [
+                  {"instId": SWAP, "tradeId": "7", "px": "100.2", "sz": "3", "side": "sell",
+                   "ts": "9"}]})]
+    fast, fast_sink = _feed()
+    slow, slow_sink = _feed()
+    for frame in frames:
+        assert frame.startswith(b'{"arg":{"channel":"')
+        fast.on_frame("c", frame, 1, 2)
+        reordered = json.loads(frame)
+        reordered = {"data": reordered.pop("data"), **reordered}  # data first: general path
+        slow.on_frame("c", json.dumps(reordered).encode(), 1, 2)
+    got, want = list(lines(fast, fast_sink)), list(lines(slow, slow_sink))
+    assert [g["stream"] for g in got].count("trade") == 1 and len(got) > 4
+    assert got == want
+    assert fast.counts[Count.DECODE_ERRORS] == slow.counts[Count.DECODE_ERRORS] == 0
+    ack = b'{"arg":{"channel":"books","instId":"%s"},"event":"subscribe","connId":"x"}' % (
+        SWAP.encode())
+    fast.on_frame("c", ack, 1, 2)
+    assert fast.counts[Count.CONTROL_FRAMES] == 1 and fast.counts[Count.DECODE_ERRORS] == 0

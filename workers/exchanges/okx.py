@@ -33,9 +33,13 @@ from .book import Book, BookOverflow
 from .feed import ConnectionSpec, Count, Feed, FeedError, SymbolSpec
 from .okx_book import OkxBook, OkxSequence, OkxVerdict
 from .okx_wire import (
+    BboData,
     Envelope,
     RawBookData,
+    Trade,
     decode_bbo,
+    decode_bbo_push,
+    decode_book_push,
     decode_books_raw,
     decode_envelope,
     decode_funding_rate,
@@ -43,6 +47,7 @@ from .okx_wire import (
     decode_liquidations,
     decode_mark_price,
     decode_open_interest,
+    decode_trade_push,
     decode_trades,
 )
 from .records import Collector, Emitter
@@ -52,12 +57,13 @@ __all__ = ["BOOK_CHANNELS", "OkxFeed", "OkxUrls", "inst_type", "market_of", "war
 BOOK_CHANNELS = ("books", "books-l2-tbt", "books50-l2-tbt")
 _MS = 1_000_000
 _NAN = float("nan")
+_PUSH = b'{"arg":{"channel":"'
+_PUSH_LEN = len(_PUSH)
 _LIVE = BookState.LIVE
-# the state as a plain int for the njit depth kernel: numba types an IntEnum member through a
-# slow reflective path (+20–40 µs per call, measured): more than the rest of a book message
 _ARGS_PER_FRAME = 20
 _DERIVATIVE_STREAMS = {"liquidations", "funding", "open_interest"}
 (_BOOK, _BBO, _TRADE, _FUNDING, _MARK, _OI, _LIQ) = range(7)
+_PUSH_DECODERS = {_BOOK: decode_book_push, _TRADE: decode_trade_push, _BBO: decode_bbo_push}
 # channel -> the feed streams it serves (discover)
 _STREAMS_OF = {"bbo-tbt": ("bbo",), "trades": ("trades",), "funding-rate": ("funding",),
                "mark-price": ("funding",), "open-interest": ("open_interest",),
@@ -149,6 +155,8 @@ class OkxFeed(Feed):
         self._liq_of: dict[str, tuple[int, int]] = {}     # instId -> (sid, market id)
         # (channel, instId or instType) -> (kind, symbol id, market id); -1: liquidation-orders
         self._routes: dict[tuple[str, str], tuple[int, int, int]] = {}
+        # the bytes between '{"arg":{"channel":"' and the arg's '}' -> route (books, trades, bbo)
+        self._push_routes: dict[bytes, tuple[int, int, int]] = {}
         for s in symbols:
             sid, mk, want, inst = s.symbol_id, self.markets[s.symbol_id], set(s.streams), s.symbol
             if inst in self._sid_of:
@@ -164,6 +172,9 @@ class OkxFeed(Feed):
                                           ("open-interest", _OI, "open_interest" in want)):
                 if needed:
                     self._routes[channel, inst] = (kind, sid, mk)
+                    if kind in (_BOOK, _TRADE, _BBO):  # OKX's own key order: the fast path
+                        key = f'{channel}","instId":"{inst}"'.encode()
+                        self._push_routes[key] = (kind, sid, mk)
             if "funding" in want:
                 self._funding[sid] = [_NAN, _NAN, _NAN, 0]
             if "liquidations" in want:
@@ -271,6 +282,24 @@ class OkxFeed(Feed):
 
     # -- hot path -----------------------------------------------------------------------
     def _on_frame(self, conn: str, data: bytes, recv: int, mono: int) -> None:
+        if data.startswith(_PUSH):  # route on the arg's bytes, then one typed decode
+            route = self._push_routes.get(data[_PUSH_LEN:data.find(b"}", _PUSH_LEN)])
+            if route is not None:
+                kind, sid, mk = route
+                push: Any = _PUSH_DECODERS[kind](data)
+                if push.event:  # an event with arg first: the general path handles it
+                    self._control(decode_envelope(data), data)
+                    return
+                self.last_seen[route] = mono
+                if kind == _BOOK:
+                    snapshot = push.action == "snapshot"
+                    for book in push.data:
+                        self._book(sid, mk, snapshot, book, recv, mono)
+                elif kind == _TRADE:
+                    self._trades(sid, mk, push.data, recv, mono)
+                else:
+                    self._bbos(sid, mk, push.data, recv, mono)
+                return
         if data == b"pong":
             self.counts[Count.CONTROL_FRAMES] += 1
             return
@@ -295,20 +324,9 @@ class OkxFeed(Feed):
                 self._book(sid, mk, snapshot, book, recv, mono)
             return
         if kind == _TRADE:
-            for t in decode_trades(env.data):
-                em.trade_add(sid, mk, t.ts * _MS, recv, mono, t.px,
-                             self._base(sid, t.px, t.sz), int(t.tradeId),
-                             Side.BUY if t.side == "buy" else Side.SELL)
-            em.trades_done()
+            self._trades(sid, mk, decode_trades(env.data), recv, mono)
         elif kind == _BBO:
-            for b in decode_bbo(env.data):
-                bid, ask = b.bids, b.asks  # a whole top of book each time; a side may be empty
-                bp = float(bid[0][0]) if bid else _NAN
-                ap = float(ask[0][0]) if ask else _NAN
-                em.bbo(sid, mk, b.ts * _MS, recv, mono,
-                       bp, self._base(sid, bp, float(bid[0][1])) if bid else 0.0,
-                       ap, self._base(sid, ap, float(ask[0][1])) if ask else 0.0,
-                       b.ts if b.seqId is None else b.seqId)
+            self._bbos(sid, mk, decode_bbo(env.data), recv, mono)
         elif kind == _FUNDING or kind == _MARK:
             state = self._funding[sid]
             if kind == _MARK:
@@ -332,6 +350,23 @@ class OkxFeed(Feed):
         else:
             self._liquidations(env, recv, mono)
             return
+
+    def _trades(self, sid: int, mk: int, items: list[Trade], recv: int, mono: int) -> None:
+        em = self.emitter
+        for t in items:
+            em.trade_add(sid, mk, t.ts * _MS, recv, mono, t.px, self._base(sid, t.px, t.sz),
+                         int(t.tradeId), Side.BUY if t.side == "buy" else Side.SELL)
+        em.trades_done()
+
+    def _bbos(self, sid: int, mk: int, items: list[BboData], recv: int, mono: int) -> None:
+        for b in items:
+            bid, ask = b.bids, b.asks  # a whole top of book each time; a side may be empty
+            bp = float(bid[0][0]) if bid else _NAN
+            ap = float(ask[0][0]) if ask else _NAN
+            self.emitter.bbo(sid, mk, b.ts * _MS, recv, mono,
+                             bp, self._base(sid, bp, float(bid[0][1])) if bid else 0.0,
+                             ap, self._base(sid, ap, float(ask[0][1])) if ask else 0.0,
+                             b.ts if b.seqId is None else b.seqId)
 
     def _base(self, sid: int, price: float, size: float) -> float:
         """``size`` (contracts for derivatives) in base units at ``price``."""

@@ -2,6 +2,8 @@
 
 A frame is decoded in two steps: :class:`Envelope` reads ``arg``/``action``/``event`` and keeps
 ``data`` as ``msgspec.Raw``; the channel then picks one of the ``decode_*`` functions for it.
+The hot channels (books, trades, bbo) have one-pass ``*Push`` types for frames the feed routed
+on their leading ``{"arg":{...}`` bytes.
 ``strict=False`` lets msgspec turn OKX's decimal strings into numbers while decoding; ``gc=False``
 because these structs hold no reference cycles.
 
@@ -24,7 +26,9 @@ import msgspec
 __all__ = [
     "Arg",
     "BboData",
+    "BboPush",
     "BookData",
+    "BookPush",
     "Envelope",
     "FundingRate",
     "Instrument",
@@ -37,7 +41,10 @@ __all__ = [
     "RawBookData",
     "Ticker",
     "Trade",
+    "TradePush",
     "decode_bbo",
+    "decode_bbo_push",
+    "decode_book_push",
     "decode_books",
     "decode_books_raw",
     "decode_envelope",
@@ -47,6 +54,7 @@ __all__ = [
     "decode_mark_price",
     "decode_open_interest",
     "decode_tickers",
+    "decode_trade_push",
     "decode_trades",
 ]
 
@@ -242,7 +250,33 @@ def _lenient(tp: type[_T]) -> msgspec.json.Decoder[_T]:
     return msgspec.json.Decoder(tp, strict=False, dec_hook=_dec_hook)
 
 
+class BookPush(msgspec.Struct, gc=False):
+    """A ``books*`` push decoded in one pass, once the feed routed it on its ``arg`` bytes
+    (``arg`` itself is skipped)."""
+
+    data: list[RawBookData] = []
+    action: str = ""
+    event: str = ""  # set: not a push after all (an ack in arg-first order)
+
+
+class TradePush(msgspec.Struct, gc=False):
+    """A ``trades`` push decoded in one pass (see :class:`BookPush`)."""
+
+    data: list[Trade] = []
+    event: str = ""
+
+
+class BboPush(msgspec.Struct, gc=False):
+    """A ``bbo-tbt`` push decoded in one pass (see :class:`BookPush`)."""
+
+    data: list[BboData] = []
+    event: str = ""
+
+
 decode_envelope = msgspec.json.Decoder(Envelope).decode
+decode_book_push = msgspec.json.Decoder(BookPush, strict=False).decode
+decode_trade_push = msgspec.json.Decoder(TradePush, strict=False).decode
+decode_bbo_push = msgspec.json.Decoder(BboPush, strict=False).decode
 # each takes ``Envelope.data`` (a JSON array) and returns the list of items in it
 decode_books = msgspec.json.Decoder(list[BookData], strict=False).decode
 decode_books_raw = msgspec.json.Decoder(list[RawBookData], strict=False).decode
