@@ -21,6 +21,8 @@ The bus is declared x86-64 only (TSO); the fences also make the compiler keep pr
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba as nb
 import numpy as np
 from llvmlite import ir
@@ -47,6 +49,7 @@ __all__ = [
     "futex_wake",
     "latest_store_kernel",
     "read_kernel",
+    "typed_pointer",
 ]
 
 _SYS_FUTEX = 202  # x86-64
@@ -176,6 +179,17 @@ def _u64_ptr(typingctx, addr):
     def codegen(context, builder, sig, args):
         return _ptr(builder, args[0], 64)
     return types.CPointer(types.uint64)(types.int64), codegen
+
+
+def typed_pointer(nbtype: types.Type) -> Any:
+    """An intrinsic turning an int64 address into a ``CPointer(nbtype)``, so njit code can view
+    raw memory with ``nb.carray(ptr(addr), shape)`` (``nbtype`` may be a record type)."""
+    @intrinsic
+    def ptr(typingctx, addr):
+        def codegen(context, builder, sig, args):
+            return builder.inttoptr(args[0], context.get_data_type(nbtype).as_pointer())
+        return types.CPointer(nbtype)(types.int64), codegen
+    return ptr
 
 
 @nb.njit(cache=True)

@@ -26,9 +26,8 @@ from typing import Any
 import numba as nb
 import numpy as np
 from numba import types
-from numba.extending import intrinsic
 
-from shm.atomics import address_of, commit_kernel, latest_store_kernel
+from shm.atomics import address_of, commit_kernel, latest_store_kernel, typed_pointer
 from shm.layout import DEPTH, FLAG_LAST_IN_MESSAGE, FLAG_NOT_LIVE, FLAG_SNAPSHOT, BookState
 
 from .book import Book, _apply_one
@@ -41,19 +40,9 @@ _LIVE = int(BookState.LIVE)
 _I64 = nb.int64
 
 
-def _pointer(nbtype: types.Type) -> Any:
-    """An intrinsic turning an int64 address into a ``CPointer(nbtype)`` for ``nb.carray``."""
-    @intrinsic
-    def ptr(typingctx, addr):
-        def codegen(context, builder, sig, args):
-            return builder.inttoptr(args[0], context.get_data_type(nbtype).as_pointer())
-        return types.CPointer(nbtype)(types.int64), codegen
-    return ptr
-
-
-_f64p, _i64p, _u32p, _u16p, _u8p = (_pointer(t) for t in (
+_f64p, _i64p, _u32p, _u16p, _u8p = (typed_pointer(t) for t in (
     types.float64, types.int64, types.uint32, types.uint16, types.uint8))
-_depthp = _pointer(nb.from_dtype(DEPTH))
+_depthp = typed_pointer(nb.from_dtype(DEPTH))
 
 # context slots: the depth ring's and the book ring's commit targets (hdr 0: no ring, fill
 # only), the book row's address, its record size in u64 words, the exchange id, then the byte

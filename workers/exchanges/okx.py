@@ -32,6 +32,7 @@ from shm.layout import DEPTH, FLAG_CHECKSUM_OK, FLAG_SNAPSHOT, BookState, Exchan
 from .book import Book, BookOverflow
 from .feed import ConnectionSpec, Count, Feed, FeedError, SymbolSpec
 from .okx_book import OkxBook, OkxSequence, OkxVerdict
+from .okx_frame import apply_frame
 from .okx_wire import (
     BboData,
     Envelope,
@@ -293,8 +294,11 @@ class OkxFeed(Feed):
                 self.last_seen[route] = mono
                 if kind == _BOOK:
                     snapshot = push.action == "snapshot"
-                    for book in push.data:
-                        self._book(sid, mk, snapshot, book, recv, mono)
+                    if len(push.data) == 1:  # OKX's shape: the kernel reads levels in place
+                        self._book(sid, mk, snapshot, push.data[0], recv, mono, data)
+                    else:
+                        for book in push.data:
+                            self._book(sid, mk, snapshot, book, recv, mono)
                 elif kind == _TRADE:
                     self._trades(sid, mk, push.data, recv, mono)
                 else:
@@ -376,7 +380,9 @@ class OkxFeed(Feed):
         return size * contract / price if price > 0 else _NAN
 
     def _book(self, sid: int, mk: int, snapshot: bool, d: RawBookData, recv: int,
-              mono: int) -> None:
+              mono: int, frame: bytes | None = None) -> None:
+        """One book item; ``frame`` is given when it is the frame's only item (see
+        :func:`~workers.exchanges.okx_frame.apply_frame`)."""
         self.book_seen[sid] = mono
         book = self._books[sid]
         if not snapshot and book.state == BookState.RESYNCING:
@@ -392,7 +398,8 @@ class OkxFeed(Feed):
         if snapshot:
             book.clear()
         try:
-            checksum = book.apply_json(d.bids, d.asks)
+            checksum = book.apply_json(d.bids, d.asks) if frame is None else apply_frame(
+                book, frame, d.bids, d.asks)
         except BookOverflow:
             self.resync(sid, Count.OVERFLOWS, recv, mono)
             return

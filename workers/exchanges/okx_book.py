@@ -44,6 +44,7 @@ CHECKSUM_DEPTH = 25  # levels per side covered by OKX's checksum
 # kernel status codes (negative: nothing of the message was applied, except _FULL)
 _OK, _FULL, _BAD, _SLOW = 0, -1, -2, -3
 _SEP = 58  # ":"
+_Json = bytes | np.ndarray  # JSON text: bytes, or a uint8 array view of a frame
 _POW10 = np.array([10.0 ** k for k in range(23)])  # all exact in float64
 
 
@@ -68,7 +69,7 @@ _encode = msgspec.json.Encoder().encode
 
 
 @nb.njit(cache=True)
-def _parse_decimal(buf: bytes, start: int, end: int) -> float:
+def _parse_decimal(buf: _Json, start: int, end: int) -> float:
     """``float(buf[start:end])`` for ``[-]digits[.digits]`` within Clinger's exact fast path,
     else NaN (the caller falls back to ``float()``; OKX sends no exponents)."""
     i, neg = start, False
@@ -98,14 +99,14 @@ def _parse_decimal(buf: bytes, start: int, end: int) -> float:
 
 
 @nb.njit(cache=True)
-def _skip_ws(js: bytes, i: int) -> int:
+def _skip_ws(js: _Json, i: int) -> int:
     while i < len(js) and (js[i] == 32 or js[i] == 10 or js[i] == 13 or js[i] == 9):
         i += 1
     return i
 
 
 @nb.njit(cache=True)
-def _scan(js: bytes, offs: np.ndarray, vals: np.ndarray, row: int, parse: bool,
+def _scan(js: _Json, offs: np.ndarray, vals: np.ndarray, row: int, parse: bool,
           width: int) -> int:
     """Read a JSON level array ``[["px","sz",...],...]`` into ``offs[row:]`` (px start, px len,
     sz start, sz len) and, if ``parse``, ``vals[row:]`` (px, sz; NaN if not fast-parseable).
@@ -162,7 +163,7 @@ def _scan(js: bytes, offs: np.ndarray, vals: np.ndarray, row: int, parse: bool,
 
 @nb.njit(cache=True)
 def _apply_side(f: np.ndarray, slots: np.ndarray, s: np.ndarray, ln: np.ndarray, side: int,
-                count: int, js: bytes, offs: np.ndarray, vals: np.ndarray, first: int,
+                count: int, js: _Json, offs: np.ndarray, vals: np.ndarray, first: int,
                 last: int, ascending: bool) -> int:
     """``book.apply_levels`` for one side (rows ``2 * side`` price, ``+ 1`` size of ``f``) that
     also keeps each level's slot and writes its strings there; returns the new count or -1 when
@@ -215,7 +216,7 @@ def _apply_side(f: np.ndarray, slots: np.ndarray, s: np.ndarray, ln: np.ndarray,
 
 @nb.njit(cache=True)
 def _apply_message(f: np.ndarray, slots: np.ndarray, s: np.ndarray, ln: np.ndarray,
-                   n_bids: int, n_asks: int, bids: bytes, asks: bytes, offs: np.ndarray,
+                   n_bids: int, n_asks: int, bids: _Json, asks: _Json, offs: np.ndarray,
                    vals: np.ndarray, floats_given: bool, scale: float, inverse: bool
                    ) -> tuple[int, int, int, int, int]:
     """Scan both sides, then apply them; returns (status, n_bids, n_asks, bid rows, rows).
@@ -289,10 +290,12 @@ def okx_checksum(slots: np.ndarray, s: np.ndarray, ln: np.ndarray, n_bids: int, 
 
 @nb.njit(cache=True)
 def _apply_and_checksum(f: np.ndarray, slots: np.ndarray, s: np.ndarray, ln: np.ndarray,
-                        n_bids: int, n_asks: int, bids: bytes, asks: bytes, offs: np.ndarray,
+                        n_bids: int, n_asks: int, bids: _Json, asks: _Json, offs: np.ndarray,
                         vals: np.ndarray, floats_given: bool, scale: float, inverse: bool,
                         buf: np.ndarray) -> tuple[int, int, int, int, int, int]:
-    """:func:`_apply_message`, then the checksum of the result: one dispatch per message."""
+    """:func:`_apply_message`, then the checksum of the result: one dispatch per message.
+    ``bids``/``asks`` are JSON bytes, or uint8 arrays starting at a side's ``[`` (the scan
+    stops at its closing bracket)."""
     status, n, m, mid, end = _apply_message(f, slots, s, ln, n_bids, n_asks, bids, asks, offs,
                                             vals, floats_given, scale, inverse)
     crc = okx_checksum(slots, s, ln, n, m, CHECKSUM_DEPTH, buf) if status == _OK else 0
@@ -329,6 +332,8 @@ class OkxBook(Book):
         self._offs = np.zeros((2 * capacity, 4), np.int64)
         self._vals = np.zeros((2 * capacity, 2))
         self.message_address = address_of(self._vals)  # see message_levels
+        self._ctx: np.ndarray | None = None  # see context_address
+        self._ctx_addr = 0
         self._buf = np.zeros(4 * CHECKSUM_DEPTH * (width + 1), np.uint8)
 
     def apply(self, bid_px: np.ndarray, bid_qty: np.ndarray, ask_px: np.ndarray,
@@ -364,6 +369,25 @@ class OkxBook(Book):
         self.n_bids, self.n_asks = n, m
         self._rows = (mid, end)
         return crc
+
+    def context_address(self) -> int:
+        """Address of an int64 array describing this book's memory for kernels that take
+        addresses (``okx_frame``): sides, capacity, slots, strings, string width, lengths,
+        offsets, values, checksum buffer, its length. Valid while the book lives."""
+        if self._ctx is None or self._ctx[8] != address_of(self._buf):  # buf may be replaced
+            s = self._s
+            self._ctx = np.array([self.address, self.capacity, address_of(self._slots),
+                                  address_of(s), s.shape[3], address_of(self._n),
+                                  address_of(self._offs), address_of(self._vals),
+                                  address_of(self._buf), len(self._buf)], np.int64)
+            self._ctx_addr = address_of(self._ctx)
+        return self._ctx_addr
+
+    def applied(self, n_bids: int, n_asks: int, bid_rows: int, rows: int) -> None:
+        """Record the result of a message applied by an outside kernel (see
+        :meth:`message_counts`)."""
+        self.n_bids, self.n_asks = n_bids, n_asks
+        self._rows = (bid_rows, rows)
 
     def message_levels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The last applied message's levels as floats (bid prices, bid quantities, ask
