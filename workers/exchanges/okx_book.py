@@ -332,8 +332,9 @@ class OkxBook(Book):
         self._offs = np.zeros((2 * capacity, 4), np.int64)
         self._vals = np.zeros((2 * capacity, 2))
         self.message_address = address_of(self._vals)  # see message_levels
-        self._ctx: np.ndarray | None = None  # see context_address
+        self._ctx = np.zeros(0, np.int64)  # see context_address
         self._ctx_addr = 0
+        self._ctx_buf: np.ndarray | None = None
         self._buf = np.zeros(4 * CHECKSUM_DEPTH * (width + 1), np.uint8)
 
     def apply(self, bid_px: np.ndarray, bid_qty: np.ndarray, ask_px: np.ndarray,
@@ -374,7 +375,8 @@ class OkxBook(Book):
         """Address of an int64 array describing this book's memory for kernels that take
         addresses (``okx_frame``): sides, capacity, slots, strings, string width, lengths,
         offsets, values, checksum buffer, its length. Valid while the book lives."""
-        if self._ctx is None or self._ctx[8] != address_of(self._buf):  # buf may be replaced
+        if self._ctx_buf is not self._buf:  # built once; again if checksum() grew the buffer
+            self._ctx_buf = self._buf
             s = self._s
             self._ctx = np.array([self.address, self.capacity, address_of(self._slots),
                                   address_of(s), s.shape[3], address_of(self._n),

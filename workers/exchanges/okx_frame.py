@@ -75,7 +75,6 @@ def apply_frame(book: OkxBook, frame: bytes, bids: Any, asks: Any) -> int:
     asks_at = frame.find(b'"asks":', data_at) if data_at >= 0 else -1
     if bids_at < 0 or asks_at < 0:
         return book.apply_json(bids, asks)
-    book.applied(book.n_bids, book.n_asks, 0, 0)
     status, n, m, mid, end, crc = _KERNEL(book.context_address(), id(frame) + _BYTES_DATA,
                                           len(frame), bids_at + 7, asks_at + 7, book.n_bids,
                                           book.n_asks, book.qty_scale, int(book.inverse))
@@ -85,4 +84,5 @@ def apply_frame(book: OkxBook, frame: bytes, bids: Any, asks: Any) -> int:
     if status == _FULL:  # partly applied, like apply_json
         book.applied(n, m, 0, 0)
         raise BookOverflow(f"book side full ({book.capacity} levels)")
+    book.applied(book.n_bids, book.n_asks, 0, 0)
     return book.apply_json(bids, asks)  # the slow number path, or its own error
