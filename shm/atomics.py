@@ -57,6 +57,7 @@ _FUTEX_WAKE = 1   # shared (no FUTEX_PRIVATE_FLAG): the word lives in a MAP_SHAR
 _TAIL_INTENT = H.TAIL_INTENT
 _TAIL = H.TAIL
 _WAKE_SEQ = H.WAKE_SEQ
+_WAKES = H.WAKES
 _ROW_HEADER = LATEST_ROW_HEADER.itemsize
 
 
@@ -254,6 +255,7 @@ def commit_kernel(hdr: int, ring: int, mask: int, words: int, src: int, count: i
     if waiters != 0 and _load_u64(waiters) != 0:
         _store_u32(hdr + _WAKE_SEQ, _load_u32(hdr + _WAKE_SEQ) + 1)
         _futex_wake_all(hdr + _WAKE_SEQ)
+        _store_u64(hdr + _WAKES, _load_u64(hdr + _WAKES) + 1)  # the header's wake counter
         return (start + count) << 1 | 1
     return (start + count) << 1
 

@@ -64,7 +64,6 @@ class Writer:
         self._stamp_word = stamp_offset // 8 if stamp_offset % 8 == 0 else -1
         self._stage = np.zeros(1, dtype)
         self._stage_addr = int(self._stage.ctypes.data)
-        self._wakes = 0
         self._next_reap_ns = 0
         self.closed = False
 
@@ -99,9 +98,6 @@ class Writer:
             raise ValueError(f"segment {self.name}: writer is closed")
         result = _COMMIT(self._hdr, self._ring, self._mask, self._words, self._stage_addr, 1,
                          self._stamp_word, self._waiters)
-        if result & 1:  # the kernel woke parked readers
-            self._wakes += 1
-            self._seg.set(H.WAKES, self._wakes)
         return (result >> 1) - 1
 
     def commit_target(self) -> tuple[int, int, int, int, int, int]:
@@ -109,16 +105,9 @@ class Writer:
         :func:`shm.atomics.commit_kernel` for this ring, for njit code that commits itself.
 
         The addresses are valid until :meth:`close`; the caller must stop committing first.
-        A commit whose kernel result has bit 0 set woke readers: report it with
-        :meth:`count_wakes`.
         """
         return (self._hdr, self._ring, self._mask, self._words, self._stamp_word,
                 self._waiters)
-
-    def count_wakes(self, n: int = 1) -> None:
-        """Add ``n`` reader wake-ups done by an outside commit (see :meth:`commit_target`)."""
-        self._wakes += n
-        self._seg.set(H.WAKES, self._wakes)
 
     def commit_from(self, address: int, count: int) -> int:
         """Commit ``count`` records from raw memory at ``address``: for a caller that keeps a
@@ -148,9 +137,6 @@ class Writer:
             raise ValueError(f"segment {self.name}: writer is closed")
         result = _COMMIT(self._hdr, self._ring, self._mask, self._words, src, count,
                          self._stamp_word, self._waiters)
-        if result & 1:  # the kernel woke parked readers
-            self._wakes += 1
-            self._seg.set(H.WAKES, self._wakes)
         return (result >> 1) - 1
 
     def heartbeat(self) -> None:

@@ -1,9 +1,11 @@
-"""The fused book kernel: what it commits into real rings and latest tables equals what the
-same kernel hands to replay's collectors, on every recording; its apply equals ``Book.apply``;
-a full side or a crossed book publishes nothing; a closed ring is refused, not written."""
+"""The fused book kernel and the trade commit kernel: what they commit into real rings and
+latest tables equals what replay's collectors get, on every recording; the book kernel's apply
+equals ``Book.apply``; a full side or a crossed book publishes nothing; a closed ring is
+refused, not written."""
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 from pathlib import Path
@@ -12,6 +14,8 @@ import numpy as np
 import pytest
 
 import shm
+from shm.layout import H
+from shm.segment import Segment
 from workers.exchanges.book import Book
 from workers.exchanges.book_commit import APPLIED, CROSSED, OVERFLOW
 from workers.exchanges.records import Collector, Emitter
@@ -37,14 +41,15 @@ def _strip(records: np.ndarray) -> np.ndarray:
 def test_ring_commits_equal_replay_records(exchange: str, frames: Path,
                                            snapshots: list[Path], instance: str) -> None:
     _, sink = replay(exchange, frames, snapshots)
-    want = {s: np.concatenate([c for name, c in sink.chunks if name == s])
-            for s in ("depth", "book")}
-    names = {s: shm.segment_name(instance, exchange, s) for s in ("depth", "book")}
+    streams = ("depth", "book", "trades")
+    want = {s: np.concatenate([c for name, c in sink.chunks if name == s]) for s in streams}
+    names = {s: shm.segment_name(instance, exchange, s) for s in streams}
     depth = shm.Writer(names["depth"], shm.DEPTH, 1 << 16)
     book = shm.Writer(names["book"], shm.BOOK, 1 << 13)
+    trades = shm.Writer(names["trades"], shm.TRADE, 1 << 14)
     latest = shm.LatestWriter(names["book"] + ".latest", shm.BOOK, 16)
     readers = {s: shm.Reader(names[s], start="oldest") for s in names}
-    got: dict[str, list[np.ndarray]] = {"depth": [], "book": []}
+    got: dict[str, list[np.ndarray]] = {s: [] for s in streams}
 
     def drain(i: int) -> None:
         if i % 200 == 0:
@@ -53,7 +58,8 @@ def test_ring_commits_equal_replay_records(exchange: str, frames: Path,
                     got[s].append(batch)
 
     try:
-        em = Emitter(EXCHANGE_IDS[exchange], {"depth": depth, "book": book}, {"book": latest})
+        em = Emitter(EXCHANGE_IDS[exchange], {"depth": depth, "book": book, "trades": trades},
+                     {"book": latest})
         feed, _ = replay(exchange, frames, snapshots, emitter=em, on_frame=drain)
         drain(0)
         assert all(r.stats.lost == 0 and r.stats.lapped == 0 for r in readers.values())
@@ -61,11 +67,11 @@ def test_ring_commits_equal_replay_records(exchange: str, frames: Path,
     finally:
         for r in readers.values():
             r.close()
-        for w in (depth, book, latest):
+        for w in (depth, book, trades, latest):
             w.close(unlink=True)
-    for s in ("depth", "book"):
+    for s in streams:
         ring = np.concatenate(got[s])
-        assert len(ring) == len(want[s]) > 100, s
+        assert len(ring) == len(want[s]) > 20, s
         assert np.array_equal(_strip(ring), _strip(want[s])), s
         assert np.all(ring["ts_commit_ns"] > 0)
     books = np.concatenate(got["book"])
@@ -141,6 +147,31 @@ def test_kernel_commit_wakes_a_parked_reader(instance: str) -> None:
         t.join(10.0)
         assert not t.is_alive() and len(got[0]) == 1
         assert time.monotonic() - t0 < 2.0  # woken by the kernel's commit, not the timeout
+        seg = Segment.open(name)
+        assert seg.get(H.WAKES) == 1  # counted in the header by the commit kernel itself
+        seg.close()
         rec = got[0][0]
         assert (rec["symbol_id"], rec["update_id"], rec["bid_px"][0], rec["ask_qty"][0]) == \
             (4, 9, 1.0, 3.0)
+
+
+def test_trade_kernel_and_a_closed_emitter(instance: str) -> None:
+    name = shm.segment_name(instance, "binance", "trades")
+    collector = Collector(shm.TRADE)
+    with shm.Writer(name, shm.TRADE, 64) as writer, shm.Reader(name, start="oldest") as reader:
+        fast, slow = Emitter(1, {"trades": writer}), Emitter(1, {"trades": collector})
+        for em in (fast, slow):
+            em.trade(3, 2, 10, 11, 12, 100.5, 0.25, 42, -1, 4)
+            em.trade(3, 2, 13, 14, 15, 101.0, 1.5, (1 << 63) - 1, 1, 0)
+        # beyond int64: refused before anything is written (on_frame counts both as bad input)
+        with pytest.raises(OverflowError):
+            fast.trade(3, 2, 10, 11, 12, 1.0, 1.0, 1 << 63, 1, 0)
+        with pytest.raises(struct.error):
+            slow.trade(3, 2, 10, 11, 12, 1.0, 1.0, 1 << 63, 1, 0)
+        got = reader.poll(timeout_s=1.0)
+        fast.close()
+        with pytest.raises(ValueError, match="closed"):
+            fast.trade(3, 2, 10, 11, 12, 100.5, 0.25, 43, -1, 0)
+    assert got["seq"].tolist() == [0, 1] and np.all(got["ts_commit_ns"] > 0)
+    assert np.array_equal(_strip(got), _strip(collector.array()))
+    assert got["trade_id"].tolist() == [42, (1 << 63) - 1] and got["flags"].tolist() == [4, 0]

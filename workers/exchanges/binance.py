@@ -253,10 +253,12 @@ class BinanceFeed(Feed):
         if kind == _TRADE:
             if self.overlap:
                 self._overlap_trade(sid, (sid, mk, ev.T * _MS, recv, mono, ev.p, ev.q, ev.t,
-                                          _SELL if ev.m else _BUY))
+                                          _SELL if ev.m else _BUY, 0))
                 return
-            self._trades.last[sid] = max(ev.t, self._trades.last[sid])
-            em.trade(sid, mk, ev.T * _MS, recv, mono, ev.p, ev.q, ev.t, _SELL if ev.m else _BUY)
+            if ev.t > self._trades.last[sid]:  # the rotation floor (ids rise per symbol)
+                self._trades.last[sid] = ev.t
+            em.trade(sid, mk, ev.T * _MS, recv, mono, ev.p, ev.q, ev.t, _SELL if ev.m else _BUY,
+                     0)
         elif kind == _BBO:
             if self.overlap and self._tickers.repeat(sid, ev.u):
                 self.counts[_DUPLICATES] += 1
@@ -268,10 +270,12 @@ class BinanceFeed(Feed):
         elif kind == _AGG:
             if self.overlap:
                 self._overlap_trade(sid, (sid, mk, ev.T * _MS, recv, mono, ev.p, ev.q, ev.a,
-                                          _SELL if ev.m else _BUY))
+                                          _SELL if ev.m else _BUY, 0))
                 return
-            self._trades.last[sid] = max(ev.a, self._trades.last[sid])
-            em.trade(sid, mk, ev.T * _MS, recv, mono, ev.p, ev.q, ev.a, _SELL if ev.m else _BUY)
+            if ev.a > self._trades.last[sid]:
+                self._trades.last[sid] = ev.a
+            em.trade(sid, mk, ev.T * _MS, recv, mono, ev.p, ev.q, ev.a, _SELL if ev.m else _BUY,
+                     0)
         elif kind == _MARK:
             if self.overlap and self._marks.repeat(sid, ev.E):
                 self.counts[_DUPLICATES] += 1

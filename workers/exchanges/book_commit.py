@@ -134,8 +134,7 @@ def book_message_kernel(ctx_addr, sides, capacity, n_bids, n_asks, apply, flat_a
     the context has a depth ring; the top-N row is filled, committed when it has a book ring,
     and stored in the latest table when ``latest_row`` is non-zero.
 
-    Returns ``(n_bids << 32 | n_asks) << 2 | woke_book << 1 | woke_depth`` (``woke_*``: the
-    commit woke parked readers), or a negative code.
+    Returns ``n_bids << 32 | n_asks``, or a negative code.
     """
     ctx = nb.carray(_i64p(ctx_addr), (CTX_LEN,))
     bid_px = nb.carray(_f64p(sides), (capacity,))
@@ -156,7 +155,7 @@ def book_message_kernel(ctx_addr, sides, capacity, n_bids, n_asks, apply, flat_a
                     return OVERFLOW
         if n_bids > 0 and n_asks > 0 and bid_px[n_bids - 1] >= ask_px[n_asks - 1]:
             return CROSSED
-    result = ((n_bids << 32) | n_asks) << 2
+    result = (n_bids << 32) | n_asks
     if state != _LIVE:
         flags |= 2  # FLAG_NOT_LIVE
     exchange = ctx[C_EXCHANGE]
@@ -168,14 +167,13 @@ def book_message_kernel(ctx_addr, sides, capacity, n_bids, n_asks, apply, flat_a
                       state)
         rows[n_pairs - 1].flags = flags | 1  # FLAG_LAST_IN_MESSAGE
         if ctx[C_D_HDR] != 0:
-            result |= commit_kernel(ctx[C_D_HDR], ctx[C_D_RING], ctx[C_D_MASK], ctx[C_D_WORDS],
-                                    depth_addr, n_pairs, ctx[C_D_STAMP], ctx[C_D_WAIT]) & 1
+            commit_kernel(ctx[C_D_HDR], ctx[C_D_RING], ctx[C_D_MASK], ctx[C_D_WORDS],
+                          depth_addr, n_pairs, ctx[C_D_STAMP], ctx[C_D_WAIT])
     _write_book_row(ctx, bid_px, bid_qty, n_bids, ask_px, ask_qty, n_asks, ts_ex, recv, mono,
                     sid, market, flags & ~16, update_id, epoch, state)  # FLAG_SNAPSHOT: depth
     if ctx[C_B_HDR] != 0:
         committed = commit_kernel(ctx[C_B_HDR], ctx[C_B_RING], ctx[C_B_MASK], ctx[C_B_WORDS],
                                   ctx[C_ROW], 1, ctx[C_B_STAMP], ctx[C_B_WAIT])
-        result |= (committed & 1) << 1
         # the latest row gets the ring record's seq and commit stamp (the commit wrote them
         # into the slot only): a late joiner follows the ring from that seq
         seq = (committed >> 1) - 1
@@ -292,13 +290,10 @@ class BookCommitter:
                          flags)
         if result < 0:
             return result
-        counts = result >> 2
-        book.n_bids, book.n_asks = counts >> 32, counts & 0xFFFFFFFF
+        book.n_bids, book.n_asks = result >> 32, result & 0xFFFFFFFF
         if apply:
             book.state = BookState.LIVE
         book.update_id = update_id
-        if result & 3:
-            self._count_wakes(result)
         if depth and n and not self._depth_ring:
             self._depth.commit_batch(self._batch[:n])
         if self._book is not None and not self._book_ring:
@@ -311,9 +306,3 @@ class BookCommitter:
         row: int = self._latest_row(sid)  # type: ignore[misc]
         self._latest_rows[sid] = row
         return row
-
-    def _count_wakes(self, result: int) -> None:
-        if result & 1:
-            self._depth.count_wakes()
-        if result & 2:
-            self._book.count_wakes()

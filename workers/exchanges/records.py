@@ -12,12 +12,14 @@ Stream names are the bus's (``trades``, ``bbo``, ``depth``, ``book``, ``liquidat
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, Protocol
 
 import numba as nb
 import numpy as np
 
+from shm.atomics import address_of, commit_kernel, typed_pointer
 from shm.layout import (
     BBO,
     DEPTH,
@@ -138,6 +140,40 @@ def _fill_depth(out, bid_px, bid_qty, ask_px, ask_qty, ts_ex, recv, mono, sid, e
     return n
 
 
+_TRADE_REC = typed_pointer(nb.from_dtype(TRADE))
+_I = nb.int64
+
+
+@nb.njit(_I(_I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, nb.float64, nb.float64, _I, _I,
+            _I), cache=True)
+def trade_commit_kernel(hdr, ring, mask, words, stamp_word, waiters, stage, exchange, sid,
+                        market, ts_ex, recv, mono, price, qty, trade_id, side,
+                        flags):  # pragma: no cover - njit
+    """Fill one trade record in the staging row at ``stage`` and commit it to the ring given
+    by its :meth:`shm.Writer.commit_target` (``hdr`` .. ``waiters``); the commit's result."""
+    r = nb.carray(_TRADE_REC(stage), (1,))[0]
+    r.ts_exchange_ns = ts_ex
+    r.ts_recv_ns = recv
+    r.ts_mono_ns = mono
+    r.symbol_id = sid
+    r.exchange = exchange
+    r.market = market
+    r.flags = flags
+    r.price = price
+    r.qty = qty
+    r.trade_id = trade_id
+    r.side = side
+    return commit_kernel(hdr, ring, mask, words, stage, 1, stamp_word, waiters)
+
+
+_TRADE_COMMIT = trade_commit_kernel.overloads[  # the compiled function: no dispatcher
+    trade_commit_kernel.signatures[0]].entry_point  # type: ignore[attr-defined]
+
+
+def _closed(*args: object) -> None:
+    raise ValueError("emitter is closed: its ring writers may be unmapped")
+
+
 class Emitter:
     """Builds and commits the records of one exchange worker.
 
@@ -178,6 +214,15 @@ class Emitter:
         # hot single-record streams are staged with struct.pack_into, then committed in place
         self._trade_stage, self._trade_pack, self._trade_commit = self._staging("trades", TRADE)
         self._bbo_stage, self._bbo_pack, self._bbo_commit = self._staging("bbo", BBO)
+        #: ``trade(sid, market, ts_ex, recv, mono, price, qty, trade_id, side, flags)``: one
+        #: trade (``side`` the aggressor's, ``Side.BUY``/``Side.SELL``). For a ring it is the
+        #: compiled :func:`trade_commit_kernel` with the ring's addresses bound (no Python
+        #: frame: −0.4 µs a trade); otherwise a staged pack and commit.
+        self.trade: Callable[..., Any] = self._trade_staged
+        target = getattr(outputs.get("trades"), "commit_target", None)
+        if target is not None:
+            self.trade = partial(_TRADE_COMMIT, *target(), address_of(self._trade_stage),
+                                 exchange)
         # trades of one multi-trade message are packed here and committed together
         self._trade_out = outputs.get("trades")
         self._trade_batch = np.zeros(_TRADE_BATCH, TRADE)
@@ -202,14 +247,18 @@ class Emitter:
             return None, None, None
         return out.stage, record_struct(dtype).pack_into, out.commit_staged
 
-    def trade(self, sid: int, market: int, ts_ex: int, recv: int, mono: int, price: float,
-              qty: float, trade_id: int, side: int, flags: int = 0) -> None:
-        """One trade; ``side`` is the aggressor's (``Side.BUY``/``Side.SELL``)."""
+    def _trade_staged(self, sid: int, market: int, ts_ex: int, recv: int, mono: int,
+                      price: float, qty: float, trade_id: int, side: int, flags: int) -> None:
+        """:attr:`trade` for an output without a commit target (or none at all)."""
         stage = self._trade_stage
         if stage is not None:
             self._trade_pack(stage, 0, 0, ts_ex, recv, mono, 0, sid, self.exchange, market,
                              flags, price, qty, trade_id, side)
             self._trade_commit()
+
+    def close(self) -> None:
+        """Stop committing through raw ring addresses (call before closing the writers)."""
+        self.trade = _closed
 
     def trade_add(self, sid: int, market: int, ts_ex: int, recv: int, mono: int, price: float,
                   qty: float, trade_id: int, side: int, flags: int = 0) -> None:

@@ -168,6 +168,8 @@ class FeedWorker:
 
     def close(self, unlink: bool = False) -> None:
         """Close every segment (marked CLOSED; ``unlink`` removes the files)."""
+        if hasattr(self, "emitter"):
+            self.emitter.close()  # nothing commits through the writers' addresses after this
         for w in getattr(self, "writers", {}).values():
             w.close(unlink)
         for t in getattr(self, "tables", {}).values():
