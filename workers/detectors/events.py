@@ -1,0 +1,90 @@
+"""Detector events: kinds, the njit append kernel, and a preallocated per-batch buffer.
+
+Every detection is one ``shm.EVENT`` record: the common prefix (exchange, market, symbol id,
+``ts_exchange_ns``/``ts_recv_ns``/``ts_mono_ns`` copied from the record that triggered it),
+``kind``, ``priority`` (``shm.Priority``), ``side``, the trigger's ``seq`` and
+``ts_commit_ns`` (``trigger_seq``/``trigger_commit_ns``: ring commit → event commit latency is
+one subtraction), ``ts_detect_ns`` and eight ``values`` whose meaning per kind is the table in
+the README ("Detector events"). Kernels append with :func:`emit`, into an :class:`EventBuffer`
+they are given as arrays; the runner commits the buffer once per batch.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import numba as nb
+import numpy as np
+
+from shm.layout import EVENT, EVENT_VALUES
+
+__all__ = ["ST_COUNT", "ST_DROPPED", "EventBuffer", "EventKind", "emit"]
+
+
+class EventKind(IntEnum):
+    """``kind`` of an event record (numbers are part of the bus format: never reuse one)."""
+
+    WHALE_TRADE = 1      # one trade at or above the symbol's notional threshold
+    WHALE_BURST = 2      # same-side trades within a window summing above the burst threshold
+
+
+ST_COUNT, ST_DROPPED = 0, 1   # EventBuffer.state: events appended, events lost to a full buffer
+
+
+@nb.njit(cache=True, inline="always")
+def emit(out, state, trigger, kind, priority, side, ts_detect_ns, v0, v1, v2, v3, v4, v5, v6,
+         v7):  # pragma: no cover - njit
+    """Append one event caused by record ``trigger`` (any bus record) to ``out``; a full
+    buffer counts it in ``state[ST_DROPPED]`` instead."""
+    n = state[ST_COUNT]
+    if n >= len(out):
+        state[ST_DROPPED] += 1
+        return
+    e = out[n]
+    e.ts_exchange_ns = trigger.ts_exchange_ns
+    e.ts_recv_ns = trigger.ts_recv_ns
+    e.ts_mono_ns = trigger.ts_mono_ns
+    e.symbol_id = trigger.symbol_id
+    e.exchange = trigger.exchange
+    e.market = trigger.market
+    e.flags = 0
+    e.kind = kind
+    e.priority = priority
+    e.side = side
+    e.trigger_seq = trigger.seq
+    e.trigger_commit_ns = trigger.ts_commit_ns
+    e.ts_detect_ns = ts_detect_ns
+    e.values[0] = v0
+    e.values[1] = v1
+    e.values[2] = v2
+    e.values[3] = v3
+    e.values[4] = v4
+    e.values[5] = v5
+    e.values[6] = v6
+    e.values[7] = v7
+    state[ST_COUNT] = n + 1
+
+
+assert EVENT_VALUES == 8  # emit writes eight values
+
+
+class EventBuffer:
+    """Preallocated events of one batch: kernels get :attr:`records` and :attr:`state`."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        if capacity < 1:
+            raise ValueError(f"EventBuffer: capacity must be ≥ 1, got {capacity}")
+        self.records = np.zeros(capacity, EVENT)
+        self.state = np.zeros(2, np.int64)
+
+    def take(self) -> np.ndarray:
+        """The events appended since the last take (a view, valid until the next batch), and
+        reset for the next batch. Dropped events stay counted in ``state[ST_DROPPED]``."""
+        n = int(self.state[ST_COUNT])
+        self.state[ST_COUNT] = 0
+        return self.records[:n]
+
+    @property
+    def dropped(self) -> int:
+        """Events lost because the buffer was full (cumulative)."""
+        return int(self.state[ST_DROPPED])
