@@ -26,6 +26,7 @@ class EventKind(IntEnum):
 
     WHALE_TRADE = 1      # one trade at or above the symbol's notional threshold
     WHALE_BURST = 2      # same-side trades within a window summing above the burst threshold
+    CANDLE = 3           # an OHLCV candle closed (analytics, MEDIUM)
 
 
 ST_COUNT, ST_DROPPED = 0, 1   # EventBuffer.state: events appended, events lost to a full buffer
