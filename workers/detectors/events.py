@@ -27,6 +27,8 @@ class EventKind(IntEnum):
     WHALE_TRADE = 1      # one trade at or above the symbol's notional threshold
     WHALE_BURST = 2      # same-side trades within a window summing above the burst threshold
     CANDLE = 3           # an OHLCV candle closed (analytics, MEDIUM)
+    BOOK_STATE = 4       # a book left LIVE (CRITICAL) or came back to LIVE (HIGH)
+    BOOK_CROSSED = 5     # a LIVE book record with best bid ≥ best ask
 
 
 ST_COUNT, ST_DROPPED = 0, 1   # EventBuffer.state: events appended, events lost to a full buffer
