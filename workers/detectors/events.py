@@ -29,6 +29,8 @@ class EventKind(IntEnum):
     CANDLE = 3           # an OHLCV candle closed (analytics, MEDIUM)
     BOOK_STATE = 4       # a book left LIVE (CRITICAL) or came back to LIVE (HIGH)
     BOOK_CROSSED = 5     # a LIVE book record with best bid ≥ best ask
+    LIQUIDATION = 6      # one liquidation at or above the symbol's notional threshold
+    LIQUIDATION_CASCADE = 7  # same-side liquidations clustering in notional and rate
 
 
 ST_COUNT, ST_DROPPED = 0, 1   # EventBuffer.state: events appended, events lost to a full buffer
