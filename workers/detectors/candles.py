@@ -19,6 +19,7 @@ import numpy as np
 
 from shm.layout import Priority
 
+from .checks import usable_trade
 from .events import EventBuffer, EventKind, emit
 
 __all__ = ["TIMEFRAMES_S", "CandleState", "candle_update"]
@@ -62,12 +63,11 @@ def candle_update(trades, tf_ns, start_ns, count, values, late, skipped, out, ou
     """Apply one batch of trades to every timeframe's open candle (module docstring)."""
     for i in range(len(trades)):
         t = trades[i]
-        s = t.symbol_id
-        px, qty = t.price, t.qty
-        if s >= len(late) or not (px > 0.0 and px < np.inf and qty > 0.0 and qty < np.inf) \
-                or (t.side != 1 and t.side != -1) or t.ts_exchange_ns < 0:
+        if not usable_trade(t, len(late)) or t.ts_exchange_ns < 0:
             skipped[0] += 1
             continue
+        s = t.symbol_id
+        px, qty = t.price, t.qty
         ts = t.ts_exchange_ns
         was_late = False
         for k in range(len(tf_ns)):

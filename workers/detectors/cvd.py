@@ -20,6 +20,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from .checks import usable_trade
+
 __all__ = ["HISTORY_S", "WINDOWS_S", "CvdState", "cvd_update"]
 
 WINDOWS_S = (60, 300, 900)
@@ -75,12 +77,11 @@ def cvd_update(trades, buckets, head_s, windows, session, count, skipped,
     history = buckets.shape[1]
     for i in range(len(trades)):
         t = trades[i]
-        s = t.symbol_id
-        qty = t.qty
-        if s >= len(head_s) or not (qty > 0.0 and qty < np.inf) or (t.side != 1 and
-                                                                      t.side != -1):
+        if not usable_trade(t, len(head_s)):
             skipped[0] += 1
             continue
+        s = t.symbol_id
+        qty = t.qty
         signed = qty if t.side == 1 else -qty
         session[s] += signed
         count[s] += 1

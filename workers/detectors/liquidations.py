@@ -23,6 +23,7 @@ import numpy as np
 
 from shm.layout import Exchange, Priority
 
+from .checks import usable_trade
 from .events import EventBuffer, EventKind, emit
 
 __all__ = ["DEFAULT_SAMPLE_S", "LiquidationState", "liquidation_update"]
@@ -113,12 +114,11 @@ def liquidation_update(liqs, min_usd, cascade_usd, window_ns, min_slots, sample_
     cap = ts.shape[2]
     for i in range(len(liqs)):
         r = liqs[i]
-        s = r.symbol_id
-        notional = r.price * r.qty
-        if s >= len(min_usd) or not (notional > 0.0 and notional < np.inf) or (
-                r.side != 1 and r.side != -1):
+        if not usable_trade(r, len(min_usd)):
             counters[0] += 1
             continue
+        s = r.symbol_id
+        notional = r.price * r.qty
         if min_usd[s] > 0.0 and notional >= min_usd[s]:
             emit(out, out_state, r, _LIQ, _HIGH, r.side, ts_detect_ns, r.price, r.qty,
                  notional, notional / min_usd[s], 0.0, 0.0, 0.0, 0.0)

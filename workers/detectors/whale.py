@@ -21,6 +21,7 @@ import numpy as np
 
 from shm.layout import Priority
 
+from .checks import usable_trade
 from .events import EventBuffer, EventKind, emit
 
 __all__ = ["WhaleState", "whale_update"]
@@ -80,12 +81,11 @@ def whale_update(trades, min_usd, burst_usd, window_ns, run_i, run_f, skipped, o
     """Apply one batch of trades (see the module docstring)."""
     for i in range(len(trades)):
         t = trades[i]
-        s = t.symbol_id
-        usd = t.price * t.qty
-        if s >= len(min_usd) or not (usd > 0.0 and usd < np.inf) or (t.side != 1 and
-                                                                       t.side != -1):
+        if not usable_trade(t, len(min_usd)):
             skipped[0] += 1
             continue
+        s = t.symbol_id
+        usd = t.price * t.qty
         threshold = min_usd[s]
         if threshold > 0.0 and usd >= threshold:
             confidence = min(1.0, 0.5 + 0.5 * (usd / threshold - 1.0) / 9.0)
