@@ -31,6 +31,8 @@ class EventKind(IntEnum):
     BOOK_CROSSED = 5     # a LIVE book record with best bid ≥ best ask
     LIQUIDATION = 6      # one liquidation at or above the symbol's notional threshold
     LIQUIDATION_CASCADE = 7  # same-side liquidations clustering in notional and rate
+    MOMENTUM = 8         # a price move beyond k·σ over a short window, with volume
+    VOLATILITY = 9       # short-window realized volatility a multiple of the long window's
 
 
 ST_COUNT, ST_DROPPED = 0, 1   # EventBuffer.state: events appended, events lost to a full buffer

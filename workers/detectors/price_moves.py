@@ -1,0 +1,191 @@
+"""Momentum spikes and volatility spikes, evaluated once per completed exchange-time second.
+
+Trades fill one-second buckets (last price, volume) per symbol, kept for ``long_s`` seconds.
+When the first trade of a later second arrives, the second ``h`` that just ended is evaluated
+(so the result does not depend on batching), with prices carried forward over empty seconds
+and per-second log returns ``rᵢ = ln(pᵢ / pᵢ₋₁)``:
+
+* **Momentum**: ``m = ln(p_h / p_{h−W})`` over ``momentum_s = W``; it fires when
+  ``|m| ≥ k · σ · √W`` and the volume of the last ``W`` seconds is at least ``volume_ratio`` ×
+  the average volume per ``W`` before them, ``σ`` being the standard deviation of the returns
+  of the ``long_s`` window before the last ``W`` seconds.
+* **Volatility spike**: ``σ_short / σ_base ≥ vol_ratio``, ``σ_short`` over the last
+  ``short_s`` seconds and ``σ_base`` over the rest of the ``long_s`` window.
+
+Baselines leave out the window they are compared with, so a burst does not raise its own bar.
+
+Each needs ``long_s`` seconds of history (a reset or a new symbol waits that long) and then
+keeps quiet for ``cooldown_s`` after firing. The trigger of an event is the trade that ended
+second ``h``. Late trades (their second already evaluated) are counted and ignored.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+from shm.layout import Priority
+
+from .checks import usable_trade
+from .events import EventBuffer, EventKind, emit
+
+__all__ = ["PriceMoveConfig", "PriceMoveState", "price_move_update"]
+
+_MOMENTUM = int(EventKind.MOMENTUM)
+_VOLATILITY = int(EventKind.VOLATILITY)
+_HIGH = int(Priority.HIGH)
+_NS = 1_000_000_000
+# per-symbol int64 columns: head second, first second seen, momentum quiet until, vol quiet until
+I_HEAD, I_FIRST, I_MOM_UNTIL, I_VOL_UNTIL = range(4)
+
+
+class PriceMoveConfig:
+    """Windows (s) and thresholds; validated here, read by the kernel as one float array."""
+
+    def __init__(self, momentum_s: int = 10, short_s: int = 60, long_s: int = 900,
+                 k_sigma: float = 4.0, volume_ratio: float = 2.0, vol_ratio: float = 3.0,
+                 cooldown_s: int = 30) -> None:
+        if not 2 <= momentum_s < long_s or not 2 <= short_s < long_s:
+            raise ValueError(f"PriceMoveConfig: need 2 ≤ momentum_s, short_s < long_s, got "
+                             f"{momentum_s}, {short_s}, {long_s}")
+        for name, value in (("k_sigma", k_sigma), ("volume_ratio", volume_ratio),
+                            ("vol_ratio", vol_ratio)):
+            if not value > 0:
+                raise ValueError(f"PriceMoveConfig: {name} must be > 0, got {value}")
+        if cooldown_s < 0:
+            raise ValueError(f"PriceMoveConfig: cooldown_s must be ≥ 0, got {cooldown_s}")
+        self.params = np.array([momentum_s, short_s, long_s, k_sigma, volume_ratio, vol_ratio,
+                                cooldown_s], np.float64)
+        self.long_s = long_s
+
+
+class PriceMoveState:
+    """Second buckets and cooldowns of ``symbols`` symbol ids."""
+
+    def __init__(self, symbols: int, config: PriceMoveConfig | None = None) -> None:
+        if symbols < 1:
+            raise ValueError(f"PriceMoveState: symbols must be ≥ 1, got {symbols}")
+        self.config = config or PriceMoveConfig()
+        n = self.config.long_s + 1
+        self.price = np.zeros((symbols, n))              # last price of each second (0: none)
+        self.prev = np.zeros((symbols, n))               # the price in force before it
+        self.volume = np.zeros((symbols, n))
+        self.second = np.full((symbols, n), -1, np.int64)
+        self.ints = np.full((symbols, 4), -1, np.int64)  # I_HEAD .. I_VOL_UNTIL
+        self.late = np.zeros(symbols, np.int64)
+        self.skipped = np.zeros(1, np.int64)
+        self._returns = np.zeros(n)                       # scratch for one evaluation
+
+    def update(self, trades: np.ndarray, events: EventBuffer, ts_detect_ns: int) -> None:
+        """Run one batch of trade records; events go to ``events``."""
+        price_move_update(trades, self.config.params, self.price, self.prev, self.volume,
+                          self.second, self.ints, self.late, self.skipped, self._returns,
+                          events.records, events.state, ts_detect_ns)
+
+    def reset(self, symbol_id: int) -> None:
+        """Forget a symbol (a ring discontinuity): it needs ``long_s`` of history again."""
+        self.second[symbol_id] = -1
+        self.ints[symbol_id] = -1
+
+
+@nb.njit(cache=True)
+def _stdev(x, n):  # pragma: no cover - njit
+    if n < 2:
+        return np.nan
+    mean = 0.0
+    for i in range(n):
+        mean += x[i]
+    mean /= n
+    acc = 0.0
+    for i in range(n):
+        acc += (x[i] - mean) ** 2
+    return math.sqrt(acc / (n - 1))
+
+
+@nb.njit(cache=True)
+def _evaluate(t, s, h, params, price, prev, volume, second, ints, rets, out, out_state,
+              ts_detect_ns):  # pragma: no cover - njit
+    """Evaluate second ``h`` of symbol ``s`` (its buckets are complete)."""
+    w, short, long_ = int(params[0]), int(params[1]), int(params[2])
+    if h - ints[s, I_FIRST] < long_:
+        return  # not enough history yet
+    n = price.shape[1]
+    first = h - long_
+    base = 0.0  # the price in force at the end of second `first`
+    for j in range(first, h + 1):
+        k = j % n
+        if second[s, k] == j:
+            base = price[s, k] if j == first else prev[s, k]
+            break
+    if not base > 0.0:
+        return
+    last = p_w = base
+    count = 0
+    vol_w = vol_long = 0.0
+    for j in range(first + 1, h + 1):
+        k = j % n
+        present = second[s, k] == j
+        p = price[s, k] if present else last
+        rets[count] = math.log(p / last)
+        count += 1
+        if present:
+            vol_long += volume[s, k]
+            if j > h - w:
+                vol_w += volume[s, k]
+        if j == h - w:
+            p_w = p
+        last = p
+    # baselines exclude the window they are compared with: a burst must not raise its own bar
+    sigma = _stdev(rets, count - w)
+    move = math.log(last / p_w)
+    avg_w = (vol_long - vol_w) * w / (long_ - w)
+    if sigma > 0.0 and h >= ints[s, I_MOM_UNTIL] and abs(move) >= params[3] * sigma * \
+            math.sqrt(w) and vol_w >= params[4] * avg_w:
+        ints[s, I_MOM_UNTIL] = h + int(params[6])
+        emit(out, out_state, t, _MOMENTUM, _HIGH, 1 if move > 0 else -1, ts_detect_ns, move,
+             abs(move) / (sigma * math.sqrt(w)), vol_w, vol_w / avg_w if avg_w > 0 else np.inf,
+             last, p_w, float(w), 0.0)
+    sigma_short = _stdev(rets[count - short:count], short)
+    base = _stdev(rets, count - short)
+    if base > 0.0 and h >= ints[s, I_VOL_UNTIL] and sigma_short >= params[5] * base:
+        ints[s, I_VOL_UNTIL] = h + int(params[6])
+        emit(out, out_state, t, _VOLATILITY, _HIGH, 0, ts_detect_ns, sigma_short, base,
+             sigma_short / base, float(short), float(long_), last, 0.0, 0.0)
+
+
+@nb.njit(cache=True)
+def price_move_update(trades, params, price, prev, volume, second, ints, late, skipped, rets,
+                      out, out_state, ts_detect_ns):  # pragma: no cover - njit
+    """Apply a batch of trades, evaluating each second as it completes (module docstring)."""
+    n = price.shape[1]
+    for i in range(len(trades)):
+        t = trades[i]
+        if not usable_trade(t, len(late)) or t.ts_exchange_ns < 0:
+            skipped[0] += 1
+            continue
+        s = t.symbol_id
+        sec = t.ts_exchange_ns // _NS
+        head = ints[s, I_HEAD]
+        if head < 0:
+            ints[s, I_HEAD] = ints[s, I_FIRST] = head = sec
+        elif sec < head:
+            late[s] += 1
+            continue
+        elif sec > head:
+            _evaluate(t, s, head, params, price, prev, volume, second, ints, rets, out,
+                      out_state, ts_detect_ns)
+            close = price[s, head % n]  # the price in force when this second starts
+            ints[s, I_HEAD] = head = sec
+            k = sec % n
+            second[s, k] = sec
+            volume[s, k] = 0.0
+            prev[s, k] = close
+        k = sec % n
+        if second[s, k] != sec:  # the symbol's first second
+            second[s, k] = sec
+            volume[s, k] = 0.0
+            prev[s, k] = t.price
+        price[s, k] = t.price
+        volume[s, k] += t.qty
