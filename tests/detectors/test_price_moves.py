@@ -1,6 +1,7 @@
-"""Momentum and volatility spikes on synthetic markets: quiet markets stay quiet, an injected
-move with volume and a volatility burst fire (once per cooldown), values recomputed in the
-test, history and config checks, and batching does not change anything."""
+"""Momentum, volatility and mean-reversion signals on synthetic markets: quiet markets stay
+quiet, an injected move with volume, a volatility burst and a jump away from VWAP fire (once
+per cooldown or episode), values recomputed in the test, history and config checks, and
+batching does not change anything."""
 
 from __future__ import annotations
 
@@ -48,7 +49,36 @@ def run(recs: np.ndarray) -> np.ndarray:
 
 
 def test_a_quiet_market_is_quiet() -> None:
-    assert len(run(market(2000, 1))) == 0
+    got = run(market(2000, 1))  # a random walk drifts from its VWAP: only that may fire
+    assert set(got["kind"].tolist()) <= {EventKind.MEAN_REVERSION}
+
+
+def steady(seconds: int, seed: int, jumps: dict[int, float]) -> np.ndarray:
+    """A price held near 100 (noise 1 bp, no drift) that moves to ``jumps[sec]`` at ``sec``."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros(2 * seconds, shm.TRADE)
+    level = 100.0
+    for sec in range(seconds):
+        level = jumps.get(sec, level)
+        for i, half in enumerate((0.2, 0.7)):
+            r = out[2 * sec + i]
+            r["ts_exchange_ns"], r["qty"], r["side"] = round((sec + half) * S), 1.0, 1
+            r["price"] = level * (1 + rng.normal(0, 1e-4))
+    return out
+
+
+def test_mean_reversion_fires_once_per_episode() -> None:
+    quiet = run(steady(1500, 7, {}))
+    assert not (quiet["kind"] == EventKind.MEAN_REVERSION).any()
+    recs = steady(2500, 8, {1000: 101.0, 1400: 100.0, 2000: 99.0})
+    got = run(recs)
+    rev = got[got["kind"] == EventKind.MEAN_REVERSION]
+    # up at 1000; back to 100 at 1400 is a fall below the VWAP of 101; down again at 2000
+    assert rev["side"].tolist() == [1, -1, -1]
+    assert [int(t) // S for t in rev["ts_exchange_ns"]] == [1001, 1401, 2001]
+    z, price, vwap, sigma, window = rev[0]["values"][:5].tolist()
+    assert z >= 4.0 and price > vwap and window == 300.0
+    assert z == pytest.approx((price - vwap) / sigma)
 
 
 def test_an_injected_move_with_volume_fires_once() -> None:
@@ -87,6 +117,7 @@ def test_history_batching_and_config() -> None:
         parts.append(ev.take().copy())
         i = j
     assert np.array_equal(np.concatenate(parts), whole)
-    for bad in ({"momentum_s": 300}, {"short_s": 1}, {"k_sigma": 0.0}, {"cooldown_s": -1}):
+    for bad in ({"momentum_s": 300}, {"short_s": 1}, {"k_sigma": 0.0}, {"cooldown_s": -1},
+                {"reversion_exit_z": 4.0}):
         with pytest.raises(ValueError):
             PriceMoveConfig(**{**CFG, **bad})  # type: ignore[arg-type]

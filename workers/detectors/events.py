@@ -33,6 +33,7 @@ class EventKind(IntEnum):
     LIQUIDATION_CASCADE = 7  # same-side liquidations clustering in notional and rate
     MOMENTUM = 8         # a price move beyond k·σ over a short window, with volume
     VOLATILITY = 9       # short-window realized volatility a multiple of the long window's
+    MEAN_REVERSION = 10  # price deviating from VWAP by a z-score beyond the threshold
 
 
 ST_COUNT, ST_DROPPED = 0, 1   # EventBuffer.state: events appended, events lost to a full buffer

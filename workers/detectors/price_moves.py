@@ -1,4 +1,4 @@
-"""Momentum spikes and volatility spikes, evaluated once per completed exchange-time second.
+"""Momentum, volatility and mean-reversion signals, evaluated once per completed second.
 
 Trades fill one-second buckets (last price, volume) per symbol, kept for ``long_s`` seconds.
 When the first trade of a later second arrives, the second ``h`` that just ended is evaluated
@@ -11,6 +11,10 @@ and per-second log returns ``rᵢ = ln(pᵢ / pᵢ₋₁)``:
   of the ``long_s`` window before the last ``W`` seconds.
 * **Volatility spike**: ``σ_short / σ_base ≥ vol_ratio``, ``σ_short`` over the last
   ``short_s`` seconds and ``σ_base`` over the rest of the ``long_s`` window.
+
+* **Mean reversion**: ``z = (p_h − VWAP) / σ_p`` over ``long_s`` (``σ_p`` the standard
+  deviation of the per-second prices); ``|z|`` rising to ``reversion_z`` fires once, and the
+  signal re-arms when ``|z|`` falls below ``reversion_exit_z``.
 
 Baselines leave out the window they are compared with, so a burst does not raise its own bar.
 
@@ -35,10 +39,12 @@ __all__ = ["PriceMoveConfig", "PriceMoveState", "price_move_update"]
 
 _MOMENTUM = int(EventKind.MOMENTUM)
 _VOLATILITY = int(EventKind.VOLATILITY)
+_REVERSION = int(EventKind.MEAN_REVERSION)
 _HIGH = int(Priority.HIGH)
 _NS = 1_000_000_000
-# per-symbol int64 columns: head second, first second seen, momentum quiet until, vol quiet until
-I_HEAD, I_FIRST, I_MOM_UNTIL, I_VOL_UNTIL = range(4)
+# per-symbol int64 columns: head second, first second seen, momentum and volatility quiet
+# until, mean reversion fired (1 until |z| falls below the exit level)
+I_HEAD, I_FIRST, I_MOM_UNTIL, I_VOL_UNTIL, I_REV_FIRED = range(5)
 
 
 class PriceMoveConfig:
@@ -46,7 +52,8 @@ class PriceMoveConfig:
 
     def __init__(self, momentum_s: int = 10, short_s: int = 60, long_s: int = 900,
                  k_sigma: float = 4.0, volume_ratio: float = 2.0, vol_ratio: float = 3.0,
-                 cooldown_s: int = 30) -> None:
+                 cooldown_s: int = 30, reversion_z: float = 4.0,
+                 reversion_exit_z: float = 1.0) -> None:
         if not 2 <= momentum_s < long_s or not 2 <= short_s < long_s:
             raise ValueError(f"PriceMoveConfig: need 2 ≤ momentum_s, short_s < long_s, got "
                              f"{momentum_s}, {short_s}, {long_s}")
@@ -56,8 +63,11 @@ class PriceMoveConfig:
                 raise ValueError(f"PriceMoveConfig: {name} must be > 0, got {value}")
         if cooldown_s < 0:
             raise ValueError(f"PriceMoveConfig: cooldown_s must be ≥ 0, got {cooldown_s}")
+        if not 0 <= reversion_exit_z < reversion_z:
+            raise ValueError(f"PriceMoveConfig: need 0 ≤ reversion_exit_z < reversion_z, got "
+                             f"{reversion_exit_z}, {reversion_z}")
         self.params = np.array([momentum_s, short_s, long_s, k_sigma, volume_ratio, vol_ratio,
-                                cooldown_s], np.float64)
+                                cooldown_s, reversion_z, reversion_exit_z], np.float64)
         self.long_s = long_s
 
 
@@ -72,17 +82,18 @@ class PriceMoveState:
         self.price = np.zeros((symbols, n))              # last price of each second (0: none)
         self.prev = np.zeros((symbols, n))               # the price in force before it
         self.volume = np.zeros((symbols, n))
+        self.quote = np.zeros((symbols, n))              # Σ price × qty of each second
         self.second = np.full((symbols, n), -1, np.int64)
-        self.ints = np.full((symbols, 4), -1, np.int64)  # I_HEAD .. I_VOL_UNTIL
+        self.ints = np.full((symbols, 5), -1, np.int64)  # I_HEAD .. I_REV_FIRED
         self.late = np.zeros(symbols, np.int64)
         self.skipped = np.zeros(1, np.int64)
-        self._returns = np.zeros(n)                       # scratch for one evaluation
+        self._scratch = np.zeros((2, n))                 # returns, prices of one evaluation
 
     def update(self, trades: np.ndarray, events: EventBuffer, ts_detect_ns: int) -> None:
         """Run one batch of trade records; events go to ``events``."""
         price_move_update(trades, self.config.params, self.price, self.prev, self.volume,
-                          self.second, self.ints, self.late, self.skipped, self._returns,
-                          events.records, events.state, ts_detect_ns)
+                          self.quote, self.second, self.ints, self.late, self.skipped,
+                          self._scratch, events.records, events.state, ts_detect_ns)
 
     def reset(self, symbol_id: int) -> None:
         """Forget a symbol (a ring discontinuity): it needs ``long_s`` of history again."""
@@ -105,8 +116,8 @@ def _stdev(x, n):  # pragma: no cover - njit
 
 
 @nb.njit(cache=True)
-def _evaluate(t, s, h, params, price, prev, volume, second, ints, rets, out, out_state,
-              ts_detect_ns):  # pragma: no cover - njit
+def _evaluate(t, s, h, params, price, prev, volume, quote, second, ints, scratch, out,
+              out_state, ts_detect_ns):  # pragma: no cover - njit
     """Evaluate second ``h`` of symbol ``s`` (its buckets are complete)."""
     w, short, long_ = int(params[0]), int(params[1]), int(params[2])
     if h - ints[s, I_FIRST] < long_:
@@ -121,17 +132,20 @@ def _evaluate(t, s, h, params, price, prev, volume, second, ints, rets, out, out
             break
     if not base > 0.0:
         return
+    rets, prices = scratch[0], scratch[1]
     last = p_w = base
     count = 0
-    vol_w = vol_long = 0.0
+    vol_w = vol_long = notional = 0.0
     for j in range(first + 1, h + 1):
         k = j % n
         present = second[s, k] == j
         p = price[s, k] if present else last
         rets[count] = math.log(p / last)
+        prices[count] = p
         count += 1
         if present:
             vol_long += volume[s, k]
+            notional += quote[s, k]
             if j > h - w:
                 vol_w += volume[s, k]
         if j == h - w:
@@ -153,11 +167,21 @@ def _evaluate(t, s, h, params, price, prev, volume, second, ints, rets, out, out
         ints[s, I_VOL_UNTIL] = h + int(params[6])
         emit(out, out_state, t, _VOLATILITY, _HIGH, 0, ts_detect_ns, sigma_short, base,
              sigma_short / base, float(short), float(long_), last, 0.0, 0.0)
+    sigma_p = _stdev(prices, count)
+    if vol_long > 0.0 and sigma_p > 0.0:
+        vwap = notional / vol_long
+        z = (last - vwap) / sigma_p
+        if ints[s, I_REV_FIRED] == 1 and abs(z) < params[8]:
+            ints[s, I_REV_FIRED] = 0
+        elif ints[s, I_REV_FIRED] != 1 and abs(z) >= params[7]:
+            ints[s, I_REV_FIRED] = 1
+            emit(out, out_state, t, _REVERSION, _HIGH, 1 if z > 0 else -1, ts_detect_ns, z,
+                 last, vwap, sigma_p, float(long_), 0.0, 0.0, 0.0)
 
 
 @nb.njit(cache=True)
-def price_move_update(trades, params, price, prev, volume, second, ints, late, skipped, rets,
-                      out, out_state, ts_detect_ns):  # pragma: no cover - njit
+def price_move_update(trades, params, price, prev, volume, quote, second, ints, late, skipped,
+                      scratch, out, out_state, ts_detect_ns):  # pragma: no cover - njit
     """Apply a batch of trades, evaluating each second as it completes (module docstring)."""
     n = price.shape[1]
     for i in range(len(trades)):
@@ -174,18 +198,19 @@ def price_move_update(trades, params, price, prev, volume, second, ints, late, s
             late[s] += 1
             continue
         elif sec > head:
-            _evaluate(t, s, head, params, price, prev, volume, second, ints, rets, out,
-                      out_state, ts_detect_ns)
+            _evaluate(t, s, head, params, price, prev, volume, quote, second, ints, scratch,
+                      out, out_state, ts_detect_ns)
             close = price[s, head % n]  # the price in force when this second starts
             ints[s, I_HEAD] = head = sec
             k = sec % n
             second[s, k] = sec
-            volume[s, k] = 0.0
+            volume[s, k] = quote[s, k] = 0.0
             prev[s, k] = close
         k = sec % n
         if second[s, k] != sec:  # the symbol's first second
             second[s, k] = sec
-            volume[s, k] = 0.0
+            volume[s, k] = quote[s, k] = 0.0
             prev[s, k] = t.price
         price[s, k] = t.price
         volume[s, k] += t.qty
+        quote[s, k] += t.price * t.qty
