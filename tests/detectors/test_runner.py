@@ -1,0 +1,66 @@
+"""The detector runner over real rings: events reach the events ring with their trigger's seq
+and commit stamp, a ring that appears late is picked up, and a feed writer restart resets the
+exchange's state and alerts the books that were LIVE."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import shm
+from workers.detectors.events import EventKind
+from workers.detectors.runner import DetectorRunner, DetectorSettings
+
+
+def _trade(px: float, qty: float, sid: int = 0) -> np.ndarray:
+    r = np.zeros(1, shm.TRADE)
+    r["price"], r["qty"], r["side"], r["symbol_id"], r["exchange"] = px, qty, 1, sid, 1
+    r["ts_exchange_ns"] = 1_700_000_000 * 10**9
+    return r
+
+
+def _book(sid: int, state: int) -> np.ndarray:
+    r = np.zeros(1, shm.BOOK)
+    r["symbol_id"], r["state"], r["exchange"], r["n_bids"], r["n_asks"] = sid, state, 1, 1, 1
+    r["bid_px"], r["ask_px"], r["bid_qty"], r["ask_qty"] = 99.0, 101.0, 1.0, 1.0
+    return r
+
+
+def test_events_ring_trigger_stamps_late_rings_and_restarts(instance: str) -> None:
+    settings = DetectorSettings(whale_min_usd=1_000.0, whale_burst_usd=0.0)
+    runner = DetectorRunner(instance, {"binance": 2}, settings, start="oldest")
+    trades = shm.Writer(shm.segment_name(instance, "binance", "trades"), shm.TRADE, 1024)
+    events = shm.Reader(shm.segment_name(instance, "detectors", "events"), start="oldest")
+    try:
+        trades.commit(_trade(50_000.0, 0.01)[0])   # 500: below the threshold
+        seq = trades.commit(_trade(50_000.0, 0.1)[0])  # 5 000: a whale
+        assert runner.step() == 2
+        got = events.poll(timeout_s=1.0)
+        assert got["kind"].tolist() == [EventKind.WHALE_TRADE]
+        assert got[0]["trigger_seq"] == seq and got[0]["trigger_commit_ns"] > 0
+        assert got[0]["ts_commit_ns"] >= got[0]["trigger_commit_ns"]  # ring → event latency
+
+        # the book ring appears after the runner started: picked up on a later step
+        name = shm.segment_name(instance, "binance", "book")
+        book = shm.Writer(name, shm.BOOK, 1024)
+        book.commit(_book(0, shm.BookState.LIVE)[0])
+        book.commit(_book(1, shm.BookState.RESYNCING)[0])
+        assert runner.step() == 2 and len(events.poll()) == 0
+        assert runner.detectors["binance"].imbalance.values[0, 0] == 0.0
+
+        # the feed worker restarts: the book writer closes, a new one takes the ring over
+        book.close()
+        runner.step()
+        book = shm.Writer(name, shm.BOOK, 1024)
+        book.commit(_book(1, shm.BookState.LIVE)[0])
+        runner.step()
+        alerts = events.poll(timeout_s=1.0)
+        assert runner.discontinuities == 1
+        assert alerts["kind"].tolist() == [EventKind.BOOK_STATE]
+        assert alerts[0]["symbol_id"] == 0 and alerts[0]["priority"] == shm.Priority.CRITICAL
+        assert alerts[0]["values"][:2].tolist() == [shm.BookState.NONE, shm.BookState.LIVE]
+        assert np.isnan(runner.detectors["binance"].imbalance.values[0, 0])  # forgotten
+        book.close()
+    finally:
+        events.close()
+        trades.close()
+        runner.close()

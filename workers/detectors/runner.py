@@ -1,0 +1,187 @@
+"""The detector loop: read the feed rings in batches, run the kernels, commit the events.
+
+:class:`DetectorRunner` follows one bus instance: for each configured exchange it reads the
+``trades``, ``book``, ``liquidations`` and ``open_interest`` rings that exist (a missing one is
+attached when it appears), runs every kernel that takes that stream once per batch, and commits the batch's events to the instance's single ``events`` ring
+(``microstream.<instance>.detectors.events.v1``). Kernel state is per exchange (symbol ids
+are per exchange).
+
+A writer restart (a new generation of a ring: the feed worker restarted) is a discontinuity:
+records may be missing, so every kernel fed by that ring forgets the exchange's state, and for
+a book ring each symbol whose book was LIVE gets a CRITICAL ``BOOK_STATE`` event (new state
+NONE). A writer that closed is waited for; the runner never exits because a feed did.
+
+Not built yet: per-symbol thresholds from ``config.toml``, funding aggregation (it needs the
+asset map from the config), the analytics latest tables, and the process entry point: for now
+the runner is used in-process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import msgspec
+import numpy as np
+
+import shm
+from shm.layout import BOOK, EVENT, BookState, Exchange, Priority
+
+from .book_state import BookStateMonitor
+from .candles import CandleState
+from .cvd import CvdState
+from .events import EventBuffer, EventKind, emit
+from .imbalance import ImbalanceState
+from .liquidations import LiquidationState
+from .open_interest import OpenInterestState
+from .price_moves import PriceMoveConfig, PriceMoveState
+from .stats24h import Stats24hState
+from .whale import WhaleState
+
+__all__ = ["DetectorRunner", "DetectorSettings", "ExchangeDetectors"]
+
+STREAMS = ("trades", "book", "liquidations", "open_interest")
+
+
+class DetectorSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Thresholds shared by every symbol (notional in quote currency, USD for USDT markets)."""
+
+    whale_min_usd: float = 1_000_000.0
+    whale_burst_usd: float = 5_000_000.0
+    whale_burst_window_s: float = 1.0
+    liquidation_min_usd: float = 100_000.0
+    cascade_usd: float = 2_000_000.0
+    cascade_window_s: float = 60.0
+    cascade_min_slots: int = 3
+    imbalance_levels: int = 10
+    imbalance_decay: float = 1.0
+    events_capacity: int = 1 << 16
+
+
+class ExchangeDetectors:
+    """Every kernel's state for one exchange's ``symbols`` symbol ids."""
+
+    def __init__(self, exchange: str, symbols: int, settings: DetectorSettings) -> None:
+        self.exchange = exchange
+        self.exchange_id = int(Exchange[exchange.upper()])
+        self.cvd = CvdState(symbols)
+        self.candles = CandleState(symbols)
+        self.stats24h = Stats24hState(symbols)
+        self.whale = WhaleState(symbols, settings.whale_burst_window_s)
+        self.liquidations = LiquidationState(symbols, settings.cascade_window_s,
+                                             settings.cascade_min_slots)
+        self.book_state = BookStateMonitor(symbols)
+        self.imbalance = ImbalanceState(symbols, settings.imbalance_levels,
+                                        settings.imbalance_decay)
+        self.price_moves = PriceMoveState(symbols, PriceMoveConfig())
+        self.open_interest = OpenInterestState(symbols)
+        for sid in range(symbols):
+            self.whale.set_threshold(sid, settings.whale_min_usd, settings.whale_burst_usd)
+            self.liquidations.set_threshold(sid, settings.liquidation_min_usd,
+                                            settings.cascade_usd)
+        self.symbols = symbols
+
+    def run(self, stream: str, records: np.ndarray, events: EventBuffer, now_ns: int) -> None:
+        """Feed one batch of ``stream`` records to the kernels that take it."""
+        if stream == "trades":
+            self.cvd.update(records)
+            self.stats24h.update(records)
+            self.candles.update(records, events, now_ns)
+            self.whale.update(records, events, now_ns)
+            self.price_moves.update(records, events, now_ns)
+        elif stream == "book":
+            self.book_state.update(records, events, now_ns)
+            self.imbalance.update(records)
+        elif stream == "liquidations":
+            self.liquidations.update(records, events, now_ns)
+        elif stream == "open_interest":
+            self.open_interest.update(records)
+
+    def forget(self, stream: str, events: EventBuffer, now_ns: int) -> None:
+        """A discontinuity on ``stream``'s ring: reset what it fed; alert LIVE books."""
+        for sid in range(self.symbols):
+            if stream == "trades":
+                for state in (self.cvd, self.stats24h, self.candles, self.whale,
+                              self.price_moves):
+                    state.reset(sid)
+            elif stream == "book":
+                if self.book_state.state[sid] == BookState.LIVE:
+                    trigger = np.zeros(1, BOOK)[0]
+                    trigger["symbol_id"], trigger["exchange"] = sid, self.exchange_id
+                    emit(events.records, events.state, trigger, int(EventKind.BOOK_STATE),
+                         int(Priority.CRITICAL), 0, now_ns, float(BookState.NONE),
+                         float(BookState.LIVE), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+                self.book_state.reset(sid)
+                self.imbalance.reset(sid)
+            elif stream == "liquidations":
+                self.liquidations.reset(sid)
+            elif stream == "open_interest":
+                self.open_interest.reset(sid)
+
+
+class DetectorRunner:
+    """Runs the kernels of ``exchanges`` (name → symbol count) over ``instance``'s rings."""
+
+    def __init__(self, instance: str, exchanges: Mapping[str, int],
+                 settings: DetectorSettings | None = None, *,
+                 start: str = "latest", clock: Callable[[], int] = time.perf_counter_ns) -> None:
+        self.instance = instance
+        self.settings = settings or DetectorSettings()
+        self.start = start
+        self.clock = clock
+        self.detectors = {ex: ExchangeDetectors(ex, n, self.settings)
+                          for ex, n in exchanges.items()}
+        self.events = EventBuffer(self.settings.events_capacity)
+        self.writer = shm.Writer(shm.segment_name(instance, "detectors", "events"), EVENT,
+                                 self.settings.events_capacity)
+        self.readers: dict[tuple[str, str], Any] = {}
+        self.generations: dict[tuple[str, str], int] = {}
+        self.records = 0
+        self.discontinuities = 0
+
+    def _reader(self, exchange: str, stream: str) -> Any:
+        key = (exchange, stream)
+        reader = self.readers.get(key)
+        if reader is None:
+            try:
+                reader = shm.Reader.attach(exchange, stream, self.instance, start=self.start)
+            except (FileNotFoundError, shm.ShmError):
+                return None  # not published (yet): try again next step
+            self.readers[key] = reader
+            self.generations[key] = reader.stats.discontinuities
+        return reader
+
+    def step(self) -> int:
+        """Poll every ring once (no waiting), run the kernels, commit the events; returns the
+        number of records processed."""
+        done = 0
+        for exchange, det in self.detectors.items():
+            for stream in STREAMS:
+                reader = self._reader(exchange, stream)
+                if reader is None:
+                    continue
+                try:
+                    batch = reader.poll()
+                except shm.WriterGone:
+                    continue  # the feed stopped: keep waiting for its successor
+                key = (exchange, stream)
+                seen = reader.stats.discontinuities
+                if seen != self.generations[key]:
+                    self.generations[key] = seen
+                    self.discontinuities += 1
+                    det.forget(stream, self.events, self.clock())
+                if len(batch):
+                    det.run(stream, batch, self.events, self.clock())
+                    done += len(batch)
+        events = self.events.take()
+        if len(events):
+            self.writer.commit_batch(events)
+        self.records += done
+        return done
+
+    def close(self) -> None:
+        """Close the readers and the events ring (marked CLOSED, left for consumers)."""
+        for reader in self.readers.values():
+            reader.close()
+        self.writer.close()
