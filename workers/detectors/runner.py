@@ -2,9 +2,10 @@
 
 :class:`DetectorRunner` follows one bus instance: for each configured exchange it reads the
 ``trades``, ``book``, ``liquidations`` and ``open_interest`` rings that exist (a missing one is
-attached when it appears), runs every kernel that takes that stream once per batch, and commits the batch's events to the instance's single ``events`` ring
-(``microstream.<instance>.detectors.events.v1``). Kernel state is per exchange (symbol ids
-are per exchange).
+attached when it appears), runs every kernel that takes that stream once per batch, and
+commits the batch's events to the instance's single ``events`` ring
+(``microstream.<instance>.detectors.events.v1``). Kernel state is per exchange (symbol ids are
+per exchange).
 
 A writer restart (a new generation of a ring: the feed worker restarted) is a discontinuity:
 records may be missing, so every kernel fed by that ring forgets the exchange's state, and for
