@@ -74,6 +74,11 @@ def _build_parser() -> argparse.ArgumentParser:
     feed.add_argument("--instance", help="bus instance name (overrides [engine] instance)")
     feed.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
 
+    detect = sub.add_parser("detect", help="run the detector process in the foreground")
+    detect.add_argument("-c", "--config", default="config.toml", metavar="FILE")
+    detect.add_argument("--instance", help="bus instance name (overrides [engine] instance)")
+    detect.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+
     replay = sub.add_parser("replay", help="feed a capture through the worker's decode → "
                                            "book → record path offline; JSON lines out")
     replay.add_argument("--exchange", required=True, choices=("binance", "bybit", "okx"))
@@ -143,13 +148,11 @@ def _venue(args: argparse.Namespace) -> int:
         return 2
 
 
-def _feed(args: argparse.Namespace) -> int:
+def _process_config(args: argparse.Namespace) -> Config:
+    """Logging to stderr, and the config with ``--instance`` applied (a process command)."""
     import logging
 
     import msgspec.structs
-
-    from workers.exchanges.feed import FeedError
-    from workers.exchanges.worker import run_worker
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -158,6 +161,16 @@ def _feed(args: argparse.Namespace) -> int:
     if args.instance:
         engine = msgspec.structs.replace(config.engine, instance=args.instance)
         config = msgspec.structs.replace(config, engine=engine)
+    return config
+
+
+def _feed(args: argparse.Namespace) -> int:
+
+
+    from workers.exchanges.feed import FeedError
+    from workers.exchanges.worker import run_worker
+
+    config = _process_config(args)
     section = getattr(config.exchanges, args.exchange)
     if not section.symbols:
         raise ConfigError(f"{args.config}: no symbols - at `$.exchanges.{args.exchange}.symbols`")
@@ -165,6 +178,14 @@ def _feed(args: argparse.Namespace) -> int:
         return run_worker(args.exchange, config, args.duration)
     except FeedError as exc:
         raise ConfigError(f"{args.config}: {exc}") from None
+
+
+def _detect(args: argparse.Namespace) -> int:
+
+
+    from workers.detectors.process import run_detectors
+
+    return run_detectors(_process_config(args), args.duration)
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -208,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _venue(args)
         if args.command == "feed":
             return _feed(args)
+        if args.command == "detect":
+            return _detect(args)
         if args.command == "replay":
             return _replay(args)
         if args.command == "shm":

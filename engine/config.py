@@ -1,11 +1,12 @@
 """``config.toml``, decoded with msgspec into frozen structs (unknown keys are errors).
 
-Only what exists is configurable: the bus instance and, until the feed workers arrive, the
-``run`` demo. Later issues add the exchange, detector, publisher and service sections.
+Only what exists is configurable: the bus instance, the ``run`` demo, the exchanges (feed
+workers) and the detectors. Later issues add the publisher and service sections.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -15,11 +16,15 @@ __all__ = [
     "ConfigError",
     "ConnectionConfig",
     "DemoConfig",
+    "DetectorsConfig",
     "EngineConfig",
     "ExchangeConfig",
     "ExchangesConfig",
     "SymbolConfig",
+    "SymbolThresholds",
+    "configured_names",
     "load_config",
+    "symbol_names",
 ]
 
 
@@ -120,6 +125,58 @@ class ExchangeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("an enabled exchange needs at least one symbol")
 
 
+class SymbolThresholds(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Per-symbol overrides of ``[detectors]`` notional thresholds (unset: the default)."""
+
+    whale_min_usd: float | None = None
+    whale_burst_usd: float | None = None
+    liquidation_min_usd: float | None = None
+    cascade_usd: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                raise ValueError(f"{name} must be ≥ 0 (0 disables)")
+
+
+class DetectorsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[detectors]``: the detector process (notional thresholds in quote currency)."""
+
+    enabled: bool = False
+    cpu: int = -1                          # CPU to pin the process to; -1: no pinning
+    events_ring_capacity: int = 65_536     # records in the events ring (power of two)
+    idle_sleep_us: int = 100               # sleep when no ring had new records
+    whale_min_usd: float = 1_000_000.0     # one trade at least this: WHALE_TRADE (0: off)
+    whale_burst_usd: float = 5_000_000.0   # same-side run reaching this: WHALE_BURST (0: off)
+    whale_burst_window_s: float = 1.0
+    liquidation_min_usd: float = 100_000.0
+    cascade_usd: float = 2_000_000.0
+    cascade_window_s: float = 60.0
+    cascade_min_slots: int = 3
+    imbalance_levels: int = 10
+    imbalance_decay: float = 1.0
+    # "exchange:SYMBOL" (the latest-table name, SYMBOL@market if listed twice) -> overrides
+    symbols: dict[str, SymbolThresholds] = {}
+
+    def __post_init__(self) -> None:
+        cap = self.events_ring_capacity
+        if cap < 1024 or cap & (cap - 1):
+            raise ValueError(f"events_ring_capacity {cap} is not a power of two ≥ 1024")
+        for name in ("whale_min_usd", "whale_burst_usd", "liquidation_min_usd", "cascade_usd",
+                     "idle_sleep_us"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be ≥ 0")
+        for name in ("whale_burst_window_s", "cascade_window_s", "cascade_min_slots",
+                     "imbalance_levels"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0")
+        if not 0 < self.imbalance_decay <= 1:
+            raise ValueError("imbalance_decay must be in (0, 1]")
+        if self.cpu < -1:
+            raise ValueError("cpu must be -1 (no pinning) or a CPU number")
+
+
 class ExchangesConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``[exchanges]``: one section per exchange."""
 
@@ -134,6 +191,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     engine: EngineConfig = EngineConfig()
     demo: DemoConfig = DemoConfig()
     exchanges: ExchangesConfig = ExchangesConfig()
+    detectors: DetectorsConfig = DetectorsConfig()
 
 
 def load_config(path: str | Path) -> Config:
@@ -156,15 +214,44 @@ def load_config(path: str | Path) -> Config:
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc} - at `$.engine.instance`") from None
     _check_cpus(path, config)
+    _check_detector_symbols(path, config)
     return config
+
+
+def symbol_names(symbols: Sequence[tuple[str, str]]) -> list[str]:
+    """The latest-table name of each ``(symbol, market)`` in order (symbol ids follow the
+    config's order): the exchange-native symbol, or ``SYMBOL@market`` for one listed in two
+    markets (BTCUSDT spot and USD-M would be ambiguous)."""
+    count: dict[str, int] = {}
+    for symbol, _ in symbols:
+        count[symbol] = count.get(symbol, 0) + 1
+    return [symbol if count[symbol] == 1 else f"{symbol}@{market}" for symbol, market in symbols]
+
+
+def configured_names(cfg: ExchangeConfig) -> list[str]:
+    """:func:`symbol_names` of an exchange section, by symbol id."""
+    return symbol_names([(s.symbol, s.market) for s in cfg.symbols])
+
+
+def _check_detector_symbols(path: Path, config: Config) -> None:
+    for key in config.detectors.symbols:
+        exchange, _, name = key.partition(":")
+        cfg = getattr(config.exchanges, exchange, None) if exchange in \
+            ExchangesConfig.__struct_fields__ else None
+        if cfg is None or name not in configured_names(cfg):
+            known = [f"{ex}:{n}" for ex in ExchangesConfig.__struct_fields__
+                     for n in configured_names(getattr(config.exchanges, ex))]
+            raise ConfigError(f"{path}: unknown symbol {key!r} (known: {', '.join(known)}) - "
+                              f"at `$.detectors.symbols`")
 
 
 def _check_cpus(path: Path, config: Config) -> None:
     import os
 
     allowed = os.sched_getaffinity(0)
-    for name in ExchangesConfig.__struct_fields__:
-        ex = getattr(config.exchanges, name)
-        if ex.enabled and ex.cpu >= 0 and ex.cpu not in allowed:
-            raise ConfigError(f"{path}: cpu {ex.cpu} is not available to this process "
-                              f"(allowed: {sorted(allowed)}) - at `$.exchanges.{name}.cpu`")
+    sections = [(f"exchanges.{name}", getattr(config.exchanges, name))
+                for name in ExchangesConfig.__struct_fields__]
+    for where, section in [*sections, ("detectors", config.detectors)]:
+        if section.enabled and section.cpu >= 0 and section.cpu not in allowed:
+            raise ConfigError(f"{path}: cpu {section.cpu} is not available to this process "
+                              f"(allowed: {sorted(allowed)}) - at `$.{where}.cpu`")

@@ -7,8 +7,9 @@ from __future__ import annotations
 import numpy as np
 
 import shm
+from engine.config import DetectorsConfig, SymbolThresholds
 from workers.detectors.events import EventKind
-from workers.detectors.runner import DetectorRunner, DetectorSettings
+from workers.detectors.runner import DetectorRunner
 
 
 def _trade(px: float, qty: float, sid: int = 0) -> np.ndarray:
@@ -26,14 +27,17 @@ def _book(sid: int, state: int) -> np.ndarray:
 
 
 def test_events_ring_trigger_stamps_late_rings_and_restarts(instance: str) -> None:
-    settings = DetectorSettings(whale_min_usd=1_000.0, whale_burst_usd=0.0)
-    runner = DetectorRunner(instance, {"binance": 2}, settings, start="oldest")
+    settings = DetectorsConfig(whale_min_usd=1_000_000.0, whale_burst_usd=0.0, symbols={
+        "binance:BTCUSDT": SymbolThresholds(whale_min_usd=1_000.0)})
+    runner = DetectorRunner(instance, {"binance": ["BTCUSDT", "ETHUSDT"]}, settings,
+                            start="oldest")
     trades = shm.Writer(shm.segment_name(instance, "binance", "trades"), shm.TRADE, 1024)
     events = shm.Reader(shm.segment_name(instance, "detectors", "events"), start="oldest")
     try:
-        trades.commit(_trade(50_000.0, 0.01)[0])   # 500: below the threshold
-        seq = trades.commit(_trade(50_000.0, 0.1)[0])  # 5 000: a whale
-        assert runner.step() == 2
+        trades.commit(_trade(50_000.0, 0.01)[0])   # 500: below BTCUSDT's threshold
+        trades.commit(_trade(50_000.0, 0.1, sid=1)[0])  # ETHUSDT: the 1 M default applies
+        seq = trades.commit(_trade(50_000.0, 0.1)[0])  # 5 000: a whale for BTCUSDT
+        assert runner.step() == 3
         got = events.poll(timeout_s=1.0)
         assert got["kind"].tolist() == [EventKind.WHALE_TRADE]
         assert got[0]["trigger_seq"] == seq and got[0]["trigger_commit_ns"] > 0

@@ -12,21 +12,21 @@ records may be missing, so every kernel fed by that ring forgets the exchange's 
 a book ring each symbol whose book was LIVE gets a CRITICAL ``BOOK_STATE`` event (new state
 NONE). A writer that closed is waited for; the runner never exits because a feed did.
 
-Not built yet: per-symbol thresholds from ``config.toml``, funding aggregation (it needs the
-asset map from the config), the analytics latest tables, and the process entry point: for now
-the runner is used in-process.
+Thresholds come from ``[detectors]`` (``engine.config.DetectorsConfig``) with per-symbol
+overrides. Not built yet: funding aggregation (it needs an asset map), the analytics latest
+tables.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import msgspec
 import numpy as np
 
 import shm
+from engine.config import DetectorsConfig, SymbolThresholds
 from shm.layout import BOOK, EVENT, BookState, Exchange, Priority
 
 from .book_state import BookStateMonitor
@@ -40,30 +40,17 @@ from .price_moves import PriceMoveConfig, PriceMoveState
 from .stats24h import Stats24hState
 from .whale import WhaleState
 
-__all__ = ["DetectorRunner", "DetectorSettings", "ExchangeDetectors"]
+__all__ = ["DetectorRunner", "ExchangeDetectors"]
 
 STREAMS = ("trades", "book", "liquidations", "open_interest")
 
 
-class DetectorSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Thresholds shared by every symbol (notional in quote currency, USD for USDT markets)."""
-
-    whale_min_usd: float = 1_000_000.0
-    whale_burst_usd: float = 5_000_000.0
-    whale_burst_window_s: float = 1.0
-    liquidation_min_usd: float = 100_000.0
-    cascade_usd: float = 2_000_000.0
-    cascade_window_s: float = 60.0
-    cascade_min_slots: int = 3
-    imbalance_levels: int = 10
-    imbalance_decay: float = 1.0
-    events_capacity: int = 1 << 16
-
-
 class ExchangeDetectors:
-    """Every kernel's state for one exchange's ``symbols`` symbol ids."""
+    """Every kernel's state for one exchange whose symbols are ``names`` (by symbol id, as in
+    its latest tables); ``settings`` gives the thresholds and per-symbol overrides."""
 
-    def __init__(self, exchange: str, symbols: int, settings: DetectorSettings) -> None:
+    def __init__(self, exchange: str, names: Sequence[str], settings: DetectorsConfig) -> None:
+        symbols = max(1, len(names))
         self.exchange = exchange
         self.exchange_id = int(Exchange[exchange.upper()])
         self.cvd = CvdState(symbols)
@@ -77,10 +64,17 @@ class ExchangeDetectors:
                                         settings.imbalance_decay)
         self.price_moves = PriceMoveState(symbols, PriceMoveConfig())
         self.open_interest = OpenInterestState(symbols)
-        for sid in range(symbols):
-            self.whale.set_threshold(sid, settings.whale_min_usd, settings.whale_burst_usd)
-            self.liquidations.set_threshold(sid, settings.liquidation_min_usd,
-                                            settings.cascade_usd)
+        for sid, name in enumerate(names):
+            over = settings.symbols.get(f"{exchange}:{name}", SymbolThresholds())
+
+            def pick(value: float | None, default: float) -> float:
+                return default if value is None else value
+
+            self.whale.set_threshold(sid, pick(over.whale_min_usd, settings.whale_min_usd),
+                                     pick(over.whale_burst_usd, settings.whale_burst_usd))
+            self.liquidations.set_threshold(
+                sid, pick(over.liquidation_min_usd, settings.liquidation_min_usd),
+                pick(over.cascade_usd, settings.cascade_usd))
         self.symbols = symbols
 
     def run(self, stream: str, records: np.ndarray, events: EventBuffer, now_ns: int) -> None:
@@ -122,20 +116,22 @@ class ExchangeDetectors:
 
 
 class DetectorRunner:
-    """Runs the kernels of ``exchanges`` (name → symbol count) over ``instance``'s rings."""
+    """Runs the kernels over ``instance``'s rings for ``exchanges`` (name → symbol names by
+    symbol id, see ``engine.config.configured_names``)."""
 
-    def __init__(self, instance: str, exchanges: Mapping[str, int],
-                 settings: DetectorSettings | None = None, *,
+    def __init__(self, instance: str, exchanges: Mapping[str, Sequence[str]],
+                 settings: DetectorsConfig | None = None, *,
                  start: str = "latest", clock: Callable[[], int] = time.perf_counter_ns) -> None:
         self.instance = instance
-        self.settings = settings or DetectorSettings()
+        self.settings = settings or DetectorsConfig()
         self.start = start
         self.clock = clock
-        self.detectors = {ex: ExchangeDetectors(ex, n, self.settings)
-                          for ex, n in exchanges.items()}
-        self.events = EventBuffer(self.settings.events_capacity)
+        self.detectors = {ex: ExchangeDetectors(ex, names, self.settings)
+                          for ex, names in exchanges.items()}
+        capacity = self.settings.events_ring_capacity
+        self.events = EventBuffer(capacity)
         self.writer = shm.Writer(shm.segment_name(instance, "detectors", "events"), EVENT,
-                                 self.settings.events_capacity)
+                                 capacity)
         self.readers: dict[tuple[str, str], Any] = {}
         self.generations: dict[tuple[str, str], int] = {}
         self.records = 0

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.config import Config, ExchangeConfig
+from engine.config import Config, ExchangeConfig, symbol_names
 from shm import LatestWriter, Writer, segment_name
 from shm.layout import STREAMS, BookState, Exchange, book_dtype
 
@@ -60,13 +60,10 @@ def symbol_specs(cfg: ExchangeConfig) -> list[SymbolSpec]:
 
 
 def latest_names(specs: list[SymbolSpec]) -> dict[int, str]:
-    """Row names of the latest tables: the exchange-native symbol, or ``SYMBOL@market`` for a
-    symbol listed in more than one market (BTCUSDT spot and USD-M would be ambiguous)."""
-    seen: dict[str, int] = {}
-    for s in specs:
-        seen[s.symbol] = seen.get(s.symbol, 0) + 1
-    return {s.symbol_id: s.symbol if seen[s.symbol] == 1 else f"{s.symbol}@{s.market}"
-            for s in specs}
+    """Row names of the latest tables by symbol id (see ``engine.config.symbol_names``)."""
+    ordered = sorted(specs, key=lambda s: s.symbol_id)
+    names = symbol_names([(s.symbol, s.market) for s in ordered])
+    return {s.symbol_id: name for s, name in zip(ordered, names, strict=True)}
 
 
 def _feed_class(exchange: str) -> type[Feed]:
