@@ -91,6 +91,10 @@ def _build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--book-depth", type=int, default=20, metavar="N",
                         help="levels per side in book lines (default: 20)")
     replay.add_argument("--out", required=True, metavar="OUT.jsonl")
+    replay.add_argument("--detect", action="store_true",
+                        help="also run the detector kernels: event and analytics lines")
+    replay.add_argument("-c", "--config", metavar="FILE",
+                        help="with --detect: thresholds from this file's [detectors]")
 
     bus = sub.add_parser("shm", help="inspect or clean the shared-memory bus")
     bus_sub = bus.add_subparsers(dest="shm_command", required=True)
@@ -192,6 +196,7 @@ def _replay(args: argparse.Namespace) -> int:
     from workers.exchanges.feed import Count
     from workers.exchanges.replay import ReplayError, replay, write_jsonl
 
+    settings = load_config(args.config).detectors if args.config else None
     try:
         feed, sink = replay(args.exchange, args.frames, args.rest_snapshot,
                             book_depth=args.book_depth, market=args.market)
@@ -199,6 +204,14 @@ def _replay(args: argparse.Namespace) -> int:
     except (ReplayError, ValueError) as exc:
         print(f"microstream replay: {exc}", file=sys.stderr)
         return 2
+    if args.detect:
+        from workers.detectors.offline import detect_lines
+
+        enc = msgspec.json.Encoder()
+        with open(args.out, "ab") as f:
+            for line in detect_lines(feed, sink, settings):
+                f.write(enc.encode(line) + b"\n")
+                n += 1
     counts = {c.name.lower(): feed.counts[c] for c in Count if feed.counts[c]}
     print(json.dumps({"lines": n, "out": args.out, "books": feed.book_states(),
                       "counts": counts}))

@@ -132,3 +132,29 @@ def test_exchange_config_errors_name_the_key(tmp_path: Path) -> None:
         assert out.returncode == 2, (text, out.stderr)
         assert needle in out.stderr and str(bad) in out.stderr, (text, out.stderr)
         assert shm.list_segments("demo") == []  # a failed start leaves no segments
+
+
+def test_replay_detect_writes_events_and_analytics(tmp_path: Path) -> None:
+    frames = DATA / "binance" / "hftbacktest_usdm_btcusdt_20240808.frames.jsonl.gz"
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("[detectors]\nwhale_min_usd = 200_000.0\nwhale_burst_usd = 0.0\n")
+    out_file = tmp_path / "out.jsonl"
+    out = microstream("replay", "--exchange", "binance", str(frames), "--out", str(out_file),
+                      "--detect", "-c", str(cfg))
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert json.loads(out.stdout)["lines"] == len(lines)
+    trades = [ln for ln in lines if ln["stream"] == "trade"]
+    whales = [ln for ln in lines if ln["stream"] == "event" and ln["kind"] == "WHALE_TRADE"]
+    # the oracle: every trade of at least 200 000 USD, in order, and nothing else
+    big = [t for t in trades if t["price"] * t["qty"] >= 200_000.0]
+    assert len(whales) == len(big) > 0
+    assert [w["trigger_seq"] for w in whales] == [trades.index(t) for t in big]
+    assert all(w["priority"] == "CRITICAL" and w["usd_value"] >= 200_000.0 for w in whales)
+    candles = [ln for ln in lines if ln["stream"] == "event" and ln["kind"] == "CANDLE"]
+    assert any(c["timeframe_s"] == 1.0 for c in candles)
+    (stats,) = [ln for ln in lines if ln["stream"] == "analytics"]
+    assert stats["symbol"] == "BTCUSDT" and stats["trade_count"] == len(trades)
+    buys = sum(t["qty"] for t in trades if t["side"] == "BUY")
+    sells = sum(t["qty"] for t in trades if t["side"] == "SELL")
+    assert abs(stats["cvd_session"] - (buys - sells)) < 1e-6

@@ -18,7 +18,7 @@ import numpy as np
 
 from shm.layout import EVENT, EVENT_VALUES
 
-__all__ = ["ST_COUNT", "ST_DROPPED", "EventBuffer", "EventKind", "emit"]
+__all__ = ["ST_COUNT", "ST_DROPPED", "VALUE_NAMES", "EventBuffer", "EventKind", "emit"]
 
 
 class EventKind(IntEnum):
@@ -35,6 +35,26 @@ class EventKind(IntEnum):
     VOLATILITY = 9       # short-window realized volatility a multiple of the long window's
     MEAN_REVERSION = 10  # price deviating from VWAP by a z-score beyond the threshold
 
+
+# what values[0..] mean per kind (the README's "Detector events" table; unnamed slots are 0)
+VALUE_NAMES: dict[EventKind, tuple[str, ...]] = {
+    EventKind.WHALE_TRADE: ("price", "qty", "usd_value", "confidence", "threshold_multiple"),
+    EventKind.WHALE_BURST: ("vwap", "qty", "usd_value", "trades", "duration_s",
+                            "threshold_multiple"),
+    EventKind.CANDLE: ("open", "high", "low", "close", "volume", "buy_volume", "vwap",
+                       "timeframe_s"),
+    EventKind.BOOK_STATE: ("state", "previous_state", "epoch", "update_id", "bid_levels",
+                           "ask_levels"),
+    EventKind.BOOK_CROSSED: ("best_bid", "best_ask", "epoch", "update_id"),
+    EventKind.LIQUIDATION: ("price", "qty", "usd_value", "threshold_multiple"),
+    EventKind.LIQUIDATION_CASCADE: ("usd_value", "slots", "liquidations", "duration_s",
+                                    "last_price", "threshold_multiple"),
+    EventKind.MOMENTUM: ("log_move", "sigma_multiple", "volume", "volume_ratio", "price",
+                         "price_before", "window_s"),
+    EventKind.VOLATILITY: ("sigma_short", "sigma_base", "ratio", "short_s", "long_s", "price"),
+    EventKind.MEAN_REVERSION: ("z", "price", "vwap", "sigma_price", "window_s"),
+}
+assert set(VALUE_NAMES) == set(EventKind) and max(map(len, VALUE_NAMES.values())) <= 8
 
 ST_COUNT, ST_DROPPED = 0, 1   # EventBuffer.state: events appended, events lost to a full buffer
 
