@@ -146,7 +146,7 @@ class DetectorsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     enabled: bool = False
     cpu: int = -1                          # CPU to pin the process to; -1: no pinning
     events_ring_capacity: int = 65_536     # records in the events ring (power of two)
-    idle_sleep_us: int = 100               # sleep when no ring had new records
+    idle_wait_us: int = 1_000              # idle: park on the first trades ring this long
     whale_min_usd: float = 1_000_000.0     # one trade at least this: WHALE_TRADE (0: off)
     whale_burst_usd: float = 5_000_000.0   # same-side run reaching this: WHALE_BURST (0: off)
     whale_burst_window_s: float = 1.0
@@ -164,7 +164,7 @@ class DetectorsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         if cap < 1024 or cap & (cap - 1):
             raise ValueError(f"events_ring_capacity {cap} is not a power of two ≥ 1024")
         for name in ("whale_min_usd", "whale_burst_usd", "liquidation_min_usd", "cascade_usd",
-                     "idle_sleep_us"):
+                     "idle_wait_us"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be ≥ 0")
         for name in ("whale_burst_window_s", "cascade_window_s", "cascade_min_slots",

@@ -4,6 +4,9 @@ exchange's state and alerts the books that were LIVE."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 
 import shm
@@ -66,5 +69,25 @@ def test_events_ring_trigger_stamps_late_rings_and_restarts(instance: str) -> No
         book.close()
     finally:
         events.close()
+        trades.close()
+        runner.close()
+
+
+def test_idle_step_parks_on_the_trades_ring_and_wakes_on_commit(instance: str) -> None:
+    runner = DetectorRunner(instance, {"binance": ["BTCUSDT"]},
+                            DetectorsConfig(whale_min_usd=1.0, whale_burst_usd=0.0))
+    trades = shm.Writer(shm.segment_name(instance, "binance", "trades"), shm.TRADE, 1024)
+    try:
+        assert runner.step() == 0  # attaches (start="latest")
+        timer = threading.Timer(0.3, lambda: trades.commit(_trade(100.0, 1.0)[0]))
+        timer.start()
+        t0 = time.monotonic()
+        assert runner.step(wait_s=5.0) == 1
+        waited = time.monotonic() - t0
+        assert 0.2 < waited < 2.0  # woken by the commit, not by the 5 s limit
+        t0 = time.monotonic()
+        assert runner.step(wait_s=0.2) == 0 and time.monotonic() - t0 >= 0.15  # it did wait
+        timer.join()
+    finally:
         trades.close()
         runner.close()

@@ -1,8 +1,9 @@
 """``microstream detect``: the detector process (pin, warm, loop until SIGTERM/SIGINT).
 
-The loop polls every ring without waiting and sleeps ``idle_sleep_us`` when none had new
-records (there is no one futex to park on for many rings; the sleep bounds idle CPU and adds at
-most that much latency to the first record after a quiet spell). Kernels are compiled (or
+The loop polls every ring without waiting; when none had new records it parks on the first
+exchange's trades ring (the busiest stream: its next commit wakes the process at once) for at
+most ``idle_wait_us``, after which every ring is polled again. A record on another ring after
+a quiet spell therefore waits up to ``idle_wait_us``. Kernels are compiled (or
 loaded from numba's cache) by a warm-up batch through every one before the loop starts, so the
 first real batch does not pay for compilation. Counters are logged every 10 s.
 """
@@ -53,13 +54,12 @@ def run_detectors(config: Config, duration_s: float | None = None) -> int:
         signal.signal(sig, lambda *_: stop.append(True))
     log.info("detectors: instance %s, exchanges %s, events ring %s", config.engine.instance,
              ", ".join(exchanges) or "none", runner.writer.name)
-    idle_s = cfg.idle_sleep_us / 1e6
+    idle_s = cfg.idle_wait_us / 1e6
     end = time.monotonic() + duration_s if duration_s is not None else float("inf")
     next_log = time.monotonic() + 10.0
     try:
         while not stop and time.monotonic() < end:
-            if not runner.step():
-                time.sleep(idle_s)
+            runner.step(idle_s)
             now = time.monotonic()
             if now >= next_log:  # rate-limited, from the loop, never from a kernel
                 next_log = now + 10.0

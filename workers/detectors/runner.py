@@ -149,33 +149,44 @@ class DetectorRunner:
             self.generations[key] = reader.stats.discontinuities
         return reader
 
-    def step(self) -> int:
-        """Poll every ring once (no waiting), run the kernels, commit the events; returns the
-        number of records processed."""
+    def step(self, wait_s: float = 0.0) -> int:
+        """Poll every ring once, run the kernels, commit the events; returns the number of
+        records processed. If nothing was new and ``wait_s > 0``, park on the first
+        exchange's trades ring for up to ``wait_s`` (its commit wakes us) and run that."""
         done = 0
         for exchange, det in self.detectors.items():
             for stream in STREAMS:
-                reader = self._reader(exchange, stream)
-                if reader is None:
-                    continue
-                try:
-                    batch = reader.poll()
-                except shm.WriterGone:
-                    continue  # the feed stopped: keep waiting for its successor
-                key = (exchange, stream)
-                seen = reader.stats.discontinuities
-                if seen != self.generations[key]:
-                    self.generations[key] = seen
-                    self.discontinuities += 1
-                    det.forget(stream, self.events, self.clock())
-                if len(batch):
-                    det.run(stream, batch, self.events, self.clock())
-                    done += len(batch)
+                done += self._poll(exchange, det, stream, 0.0)
+        if not done and wait_s > 0 and self.detectors:
+            exchange, det = next(iter(self.detectors.items()))
+            done = self._poll(exchange, det, "trades", wait_s)
+            if not done and self._reader(exchange, "trades") is None:
+                time.sleep(wait_s)  # no ring to park on yet
         events = self.events.take()
         if len(events):
             self.writer.commit_batch(events)
         self.records += done
         return done
+
+    def _poll(self, exchange: str, det: ExchangeDetectors, stream: str, wait_s: float) -> int:
+        reader = self._reader(exchange, stream)
+        if reader is None:
+            return 0
+        try:
+            batch = reader.poll(timeout_s=wait_s)
+        except shm.WriterGone:  # the feed stopped: keep waiting for its successor
+            if wait_s > 0:
+                time.sleep(wait_s)  # instead of a park that returns at once
+            return 0
+        key = (exchange, stream)
+        seen = reader.stats.discontinuities
+        if seen != self.generations[key]:
+            self.generations[key] = seen
+            self.discontinuities += 1
+            det.forget(stream, self.events, self.clock())
+        if len(batch):
+            det.run(stream, batch, self.events, self.clock())
+        return len(batch)
 
     def close(self) -> None:
         """Close the readers and the events ring (marked CLOSED, left for consumers)."""
