@@ -50,3 +50,16 @@ def test_ingest_bench_quick_measures_a_real_worker() -> None:
     p50, p99 = by["frame_to_commit_p50"]["value"], by["frame_to_commit_p99"]["value"]
     assert 0 < p50 <= p99 and by["sequence_or_decode_errors"]["value"] == 0
     assert not [i for i in shm.list_segments() if i.name.startswith("microstream.bench")]
+
+
+def test_detector_bench_quick_measures_every_trade() -> None:
+    out = subprocess.run([sys.executable, "benchmarks/detector_bench.py", "--quick"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    by = {(d["case"], d["metric"]): d["value"] for d in map(json.loads, out.stdout.splitlines())}
+    assert by[("recording", "throughput")] > 0 and by[("flood", "throughput")] > 0
+    # 1.5 s at 2 000 trades/s, the first 0.5 s discarded: about 2 000 events, one per trade
+    assert 1_500 <= by[("latency@2000", "events")] <= 2_100
+    assert 0 < by[("latency@2000", "commit_to_event_p50")] <= \
+        by[("latency@2000", "commit_to_event_p99")]
+    assert not [i for i in shm.list_segments() if i.instance.startswith("bench")]

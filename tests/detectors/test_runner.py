@@ -51,6 +51,7 @@ def test_events_ring_trigger_stamps_late_rings_and_restarts(instance: str) -> No
         book = shm.Writer(name, shm.BOOK, 1024)
         book.commit(_book(0, shm.BookState.LIVE)[0])
         book.commit(_book(1, shm.BookState.RESYNCING)[0])
+        time.sleep(0.6)  # missing rings are looked for every ATTACH_RETRY_S
         assert runner.step() == 2 and len(events.poll()) == 0
         assert runner.detectors["binance"].imbalance.values[0, 0] == 0.0
 

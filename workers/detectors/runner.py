@@ -43,6 +43,7 @@ from .whale import WhaleState
 __all__ = ["DetectorRunner", "ExchangeDetectors"]
 
 STREAMS = ("trades", "book", "liquidations", "open_interest")
+ATTACH_RETRY_S = 0.5   # a ring that does not exist yet is looked for this often
 
 
 class ExchangeDetectors:
@@ -134,6 +135,7 @@ class DetectorRunner:
                                  capacity)
         self.readers: dict[tuple[str, str], Any] = {}
         self.generations: dict[tuple[str, str], int] = {}
+        self._retry_at: dict[tuple[str, str], float] = {}
         self.records = 0
         self.discontinuities = 0
 
@@ -141,10 +143,16 @@ class DetectorRunner:
         key = (exchange, stream)
         reader = self.readers.get(key)
         if reader is None:
+            now = time.monotonic()
+            if now < self._retry_at.get(key, 0.0):
+                return None
             try:
                 reader = shm.Reader.attach(exchange, stream, self.instance, start=self.start)
             except (FileNotFoundError, shm.ShmError):
-                return None  # not published (yet): try again next step
+                # not published (yet): look again in a while, not on every step (a failed
+                # open costs a syscall and an exception, more than a whole idle step)
+                self._retry_at[key] = now + ATTACH_RETRY_S
+                return None
             self.readers[key] = reader
             self.generations[key] = reader.stats.discontinuities
         return reader
