@@ -156,6 +156,8 @@ class DetectorsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cascade_min_slots: int = 3
     imbalance_levels: int = 10
     imbalance_decay: float = 1.0
+    heatmap_zones: int = 20                # heatmap zones per side, outward from the mid
+    heatmap_zone_bps: float = 5.0          # zone width: bps of the symbol's first mid
     # "exchange:SYMBOL" (the latest-table name, SYMBOL@market if listed twice) -> overrides
     symbols: dict[str, SymbolThresholds] = {}
 
@@ -168,7 +170,7 @@ class DetectorsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be ≥ 0")
         for name in ("whale_burst_window_s", "cascade_window_s", "cascade_min_slots",
-                     "imbalance_levels"):
+                     "imbalance_levels", "heatmap_zones", "heatmap_zone_bps"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
         if not 0 < self.imbalance_decay <= 1:

@@ -79,4 +79,8 @@ def detect_lines(feed: Feed, sink: ReplaySink,
                "change_24h_pct": _num(day[7]),
                "imbalance": _num(det.imbalance.values[sid, 0]),
                "mid": _num(det.imbalance.values[sid, 1]),
+               "bid_wall_price": _num(det.heatmap.walls[sid, 0, 3]),
+               "bid_wall_qty": _num(det.heatmap.walls[sid, 0, 1]),
+               "ask_wall_price": _num(det.heatmap.walls[sid, 1, 3]),
+               "ask_wall_qty": _num(det.heatmap.walls[sid, 1, 1]),
                "open_interest": _num(det.open_interest.latest[sid])}

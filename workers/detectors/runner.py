@@ -33,6 +33,7 @@ from .book_state import BookStateMonitor
 from .candles import CandleState
 from .cvd import CvdState
 from .events import EventBuffer, EventKind, emit
+from .heatmap import HeatmapState
 from .imbalance import ImbalanceState
 from .liquidations import LiquidationState
 from .open_interest import OpenInterestState
@@ -63,6 +64,7 @@ class ExchangeDetectors:
         self.book_state = BookStateMonitor(symbols)
         self.imbalance = ImbalanceState(symbols, settings.imbalance_levels,
                                         settings.imbalance_decay)
+        self.heatmap = HeatmapState(symbols, settings.heatmap_zones, settings.heatmap_zone_bps)
         self.price_moves = PriceMoveState(symbols, PriceMoveConfig())
         self.open_interest = OpenInterestState(symbols)
         for sid, name in enumerate(names):
@@ -89,6 +91,7 @@ class ExchangeDetectors:
         elif stream == "book":
             self.book_state.update(records, events, now_ns)
             self.imbalance.update(records)
+            self.heatmap.update(records)
         elif stream == "liquidations":
             self.liquidations.update(records, events, now_ns)
         elif stream == "open_interest":
@@ -110,6 +113,7 @@ class ExchangeDetectors:
                          float(BookState.LIVE), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
                 self.book_state.reset(sid)
                 self.imbalance.reset(sid)
+                self.heatmap.reset(sid)
             elif stream == "liquidations":
                 self.liquidations.reset(sid)
             elif stream == "open_interest":
