@@ -12,7 +12,13 @@ import pytest
 
 import shm
 from workers.detectors.events import EventBuffer, EventKind
-from workers.detectors.price_moves import PriceMoveConfig, PriceMoveState
+from workers.detectors.price_moves import (
+    RANGING,
+    TRENDING,
+    VOLATILE,
+    PriceMoveConfig,
+    PriceMoveState,
+)
 
 S = 1_000_000_000
 CFG = dict(momentum_s=10, short_s=30, long_s=300, k_sigma=4.0, volume_ratio=2.0,
@@ -49,8 +55,8 @@ def run(recs: np.ndarray) -> np.ndarray:
 
 
 def test_a_quiet_market_is_quiet() -> None:
-    got = run(market(2000, 1))  # a random walk drifts from its VWAP: only that may fire
-    assert set(got["kind"].tolist()) <= {EventKind.MEAN_REVERSION}
+    got = run(market(2000, 1))  # a random walk drifts from its VWAP and changes regime
+    assert set(got["kind"].tolist()) <= {EventKind.MEAN_REVERSION, EventKind.REGIME}
 
 
 def steady(seconds: int, seed: int, jumps: dict[int, float]) -> np.ndarray:
@@ -104,8 +110,8 @@ def test_a_volatility_burst_fires_within_the_cooldown_once() -> None:
 
 
 def test_history_batching_and_config() -> None:
-    recs = market(1200, 4, jump_at=200)  # before long_s of history: nothing
-    assert len(run(recs[recs["ts_exchange_ns"] < 400 * S])) == 0
+    recs = market(1200, 4, jump_at=200)  # before long_s of history: nothing at all
+    assert len(run(recs[recs["ts_exchange_ns"] < 301 * S])) == 0
     recs = market(1500, 5, jump_at=800, burst_at=1200)
     whole = run(recs)
     assert len(whole) >= 2
@@ -118,6 +124,34 @@ def test_history_batching_and_config() -> None:
         i = j
     assert np.array_equal(np.concatenate(parts), whole)
     for bad in ({"momentum_s": 300}, {"short_s": 1}, {"k_sigma": 0.0}, {"cooldown_s": -1},
-                {"reversion_exit_z": 4.0}):
+                {"reversion_exit_z": 4.0}, {"regime_volatile": 1.0}, {"regime_confirm_s": 0}):
         with pytest.raises(ValueError):
             PriceMoveConfig(**{**CFG, **bad})  # type: ignore[arg-type]
+
+
+def regimes(recs: np.ndarray, **cfg: float) -> list[tuple[int, int, int]]:
+    """(second, new regime, previous regime) of each REGIME event."""
+    st, ev = PriceMoveState(1, PriceMoveConfig(**{**CFG, **cfg})), EventBuffer()
+    st.update(recs, ev, 0)
+    got = ev.take()
+    got = got[got["kind"] == EventKind.REGIME]
+    return [(int(e["ts_exchange_ns"]) // S - 1, int(e["values"][0]), int(e["values"][1]))
+            for e in got]
+
+
+def test_regime_classification_with_hysteresis() -> None:
+    # steady noise: classified once (σ equals its own baseline: ranging) and never again
+    assert [r[1:] for r in regimes(steady(1500, 9, {}))] == [(RANGING, 0)]
+    # a steady climb of 3 % over 300 s is a trend
+    climb = steady(1500, 12, {})
+    climb["price"][2 * 900:] *= np.exp(np.minimum(np.arange(2 * 600) / 2, 300) * 1e-4)
+    got = regimes(climb)
+    assert [r[1] for r in got] == [RANGING, TRENDING, RANGING] and 900 < got[1][0] < 1100
+    # a volatility burst: volatile once σ over long_s is twice its baseline and that held
+    # for regime_confirm_s evaluations
+    burst = market(1600, 10, burst_at=1000)
+    got = regimes(burst)
+    when = next(sec for sec, new, _ in got if new == VOLATILE)
+    assert 1000 + 30 <= when <= 1000 + 40 + 30
+    # hysteresis: with a confirmation longer than the burst's effect, the regime never flips
+    assert VOLATILE not in [r[1] for r in regimes(burst, regime_confirm_s=400)]

@@ -34,6 +34,7 @@ class EventKind(IntEnum):
     MOMENTUM = 8         # a price move beyond k·σ over a short window, with volume
     VOLATILITY = 9       # short-window realized volatility a multiple of the long window's
     MEAN_REVERSION = 10  # price deviating from VWAP by a z-score beyond the threshold
+    REGIME = 11          # the market regime changed (quiet, ranging, trending, volatile)
 
 
 # what values[0..] mean per kind (the README's "Detector events" table; unnamed slots are 0)
@@ -53,6 +54,8 @@ VALUE_NAMES: dict[EventKind, tuple[str, ...]] = {
                          "price_before", "window_s"),
     EventKind.VOLATILITY: ("sigma_short", "sigma_base", "ratio", "short_s", "long_s", "price"),
     EventKind.MEAN_REVERSION: ("z", "price", "vwap", "sigma_price", "window_s"),
+    EventKind.REGIME: ("regime", "previous_regime", "trend_t", "sigma_ratio", "sigma",
+                       "sigma_baseline"),
 }
 assert set(VALUE_NAMES) == set(EventKind) and max(map(len, VALUE_NAMES.values())) <= 8
 

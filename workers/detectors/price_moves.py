@@ -1,4 +1,4 @@
-"""Momentum, volatility and mean-reversion signals, evaluated once per completed second.
+"""Per-second price signals: momentum, volatility, mean reversion and the market regime.
 
 Trades fill one-second buckets (last price, volume) per symbol, kept for ``long_s`` seconds.
 When the first trade of a later second arrives, the second ``h`` that just ended is evaluated
@@ -15,6 +15,14 @@ and per-second log returns ``rᵢ = ln(pᵢ / pᵢ₋₁)``:
 * **Mean reversion**: ``z = (p_h − VWAP) / σ_p`` over ``long_s`` (``σ_p`` the standard
   deviation of the per-second prices); ``|z|`` rising to ``reversion_z`` fires once, and the
   signal re-arms when ``|z|`` falls below ``reversion_exit_z``.
+
+* **Regime**: quiet, ranging, trending or volatile. ``σ`` over ``long_s`` is compared with a
+  slow baseline (an exponential average of it, half-life ``regime_baseline_s``); the trend is
+  ``t = |ln(p_h / p_{h−long_s})| / (σ · √long_s)``. Volatile if ``σ ≥ regime_volatile ×
+  baseline``, else trending if ``t ≥ regime_trend_t``, else quiet if ``σ ≤ regime_quiet ×
+  baseline``, else ranging. A new regime must hold for ``regime_confirm_s`` consecutive
+  evaluations before it replaces the current one (hysteresis); each change is a ``REGIME``
+  event (the first classification too).
 
 Baselines leave out the window they are compared with, so a burst does not raise its own bar.
 
@@ -40,11 +48,16 @@ __all__ = ["PriceMoveConfig", "PriceMoveState", "price_move_update"]
 _MOMENTUM = int(EventKind.MOMENTUM)
 _VOLATILITY = int(EventKind.VOLATILITY)
 _REVERSION = int(EventKind.MEAN_REVERSION)
+_REGIME = int(EventKind.REGIME)
+_MEDIUM = int(Priority.MEDIUM)
+QUIET, RANGING, TRENDING, VOLATILE = 1, 2, 3, 4   # regime codes (0: not classified yet)
 _HIGH = int(Priority.HIGH)
 _NS = 1_000_000_000
 # per-symbol int64 columns: head second, first second seen, momentum and volatility quiet
 # until, mean reversion fired (1 until |z| falls below the exit level)
 I_HEAD, I_FIRST, I_MOM_UNTIL, I_VOL_UNTIL, I_REV_FIRED = range(5)
+# then the regime: current, candidate, consecutive evaluations of the candidate
+I_REGIME, I_CANDIDATE, I_CANDIDATE_N = range(5, 8)
 
 
 class PriceMoveConfig:
@@ -53,7 +66,9 @@ class PriceMoveConfig:
     def __init__(self, momentum_s: int = 10, short_s: int = 60, long_s: int = 900,
                  k_sigma: float = 4.0, volume_ratio: float = 2.0, vol_ratio: float = 3.0,
                  cooldown_s: int = 30, reversion_z: float = 4.0,
-                 reversion_exit_z: float = 1.0) -> None:
+                 reversion_exit_z: float = 1.0, regime_trend_t: float = 2.0,
+                 regime_volatile: float = 2.0, regime_quiet: float = 0.5,
+                 regime_confirm_s: int = 30, regime_baseline_s: float = 3600.0) -> None:
         if not 2 <= momentum_s < long_s or not 2 <= short_s < long_s:
             raise ValueError(f"PriceMoveConfig: need 2 ≤ momentum_s, short_s < long_s, got "
                              f"{momentum_s}, {short_s}, {long_s}")
@@ -66,8 +81,17 @@ class PriceMoveConfig:
         if not 0 <= reversion_exit_z < reversion_z:
             raise ValueError(f"PriceMoveConfig: need 0 ≤ reversion_exit_z < reversion_z, got "
                              f"{reversion_exit_z}, {reversion_z}")
+        if not (regime_trend_t > 0 and regime_volatile > 1 and 0 < regime_quiet < 1
+                and regime_confirm_s >= 1 and regime_baseline_s > 0):
+            raise ValueError("PriceMoveConfig: need regime_trend_t > 0, regime_volatile > 1, "
+                             "0 < regime_quiet < 1, regime_confirm_s ≥ 1, "
+                             "regime_baseline_s > 0")
+        # per-evaluation (1 s) weight of the baseline's exponential average
+        alpha = 1.0 - 0.5 ** (1.0 / regime_baseline_s)
         self.params = np.array([momentum_s, short_s, long_s, k_sigma, volume_ratio, vol_ratio,
-                                cooldown_s, reversion_z, reversion_exit_z], np.float64)
+                                cooldown_s, reversion_z, reversion_exit_z, regime_trend_t,
+                                regime_volatile, regime_quiet, regime_confirm_s, alpha],
+                               np.float64)
         self.long_s = long_s
 
 
@@ -84,7 +108,9 @@ class PriceMoveState:
         self.volume = np.zeros((symbols, n))
         self.quote = np.zeros((symbols, n))              # Σ price × qty of each second
         self.second = np.full((symbols, n), -1, np.int64)
-        self.ints = np.full((symbols, 5), -1, np.int64)  # I_HEAD .. I_REV_FIRED
+        self.ints = np.full((symbols, 8), -1, np.int64)  # I_HEAD .. I_CANDIDATE_N
+        self.ints[:, I_REGIME:] = 0
+        self.baseline = np.zeros(symbols)                # slow average of σ (0: none yet)
         self.late = np.zeros(symbols, np.int64)
         self.skipped = np.zeros(1, np.int64)
         self._scratch = np.zeros((2, n))                 # returns, prices of one evaluation
@@ -92,13 +118,16 @@ class PriceMoveState:
     def update(self, trades: np.ndarray, events: EventBuffer, ts_detect_ns: int) -> None:
         """Run one batch of trade records; events go to ``events``."""
         price_move_update(trades, self.config.params, self.price, self.prev, self.volume,
-                          self.quote, self.second, self.ints, self.late, self.skipped,
-                          self._scratch, events.records, events.state, ts_detect_ns)
+                          self.quote, self.second, self.ints, self.baseline, self.late,
+                          self.skipped, self._scratch, events.records, events.state,
+                          ts_detect_ns)
 
     def reset(self, symbol_id: int) -> None:
         """Forget a symbol (a ring discontinuity): it needs ``long_s`` of history again."""
         self.second[symbol_id] = -1
         self.ints[symbol_id] = -1
+        self.ints[symbol_id, I_REGIME:] = 0
+        self.baseline[symbol_id] = 0.0
 
 
 @nb.njit(cache=True)
@@ -116,8 +145,8 @@ def _stdev(x, n):  # pragma: no cover - njit
 
 
 @nb.njit(cache=True)
-def _evaluate(t, s, h, params, price, prev, volume, quote, second, ints, scratch, out,
-              out_state, ts_detect_ns):  # pragma: no cover - njit
+def _evaluate(t, s, h, params, price, prev, volume, quote, second, ints, baseline, scratch,
+              out, out_state, ts_detect_ns):  # pragma: no cover - njit
     """Evaluate second ``h`` of symbol ``s`` (its buckets are complete)."""
     w, short, long_ = int(params[0]), int(params[1]), int(params[2])
     if h - ints[s, I_FIRST] < long_:
@@ -162,11 +191,11 @@ def _evaluate(t, s, h, params, price, prev, volume, quote, second, ints, scratch
              abs(move) / (sigma * math.sqrt(w)), vol_w, vol_w / avg_w if avg_w > 0 else np.inf,
              last, p_w, float(w), 0.0)
     sigma_short = _stdev(rets[count - short:count], short)
-    base = _stdev(rets, count - short)
-    if base > 0.0 and h >= ints[s, I_VOL_UNTIL] and sigma_short >= params[5] * base:
+    sigma_base = _stdev(rets, count - short)
+    if sigma_base > 0.0 and h >= ints[s, I_VOL_UNTIL] and sigma_short >= params[5] * sigma_base:
         ints[s, I_VOL_UNTIL] = h + int(params[6])
-        emit(out, out_state, t, _VOLATILITY, _HIGH, 0, ts_detect_ns, sigma_short, base,
-             sigma_short / base, float(short), float(long_), last, 0.0, 0.0)
+        emit(out, out_state, t, _VOLATILITY, _HIGH, 0, ts_detect_ns, sigma_short, sigma_base,
+             sigma_short / sigma_base, float(short), float(long_), last, 0.0, 0.0)
     sigma_p = _stdev(prices, count)
     if vol_long > 0.0 and sigma_p > 0.0:
         vwap = notional / vol_long
@@ -177,11 +206,48 @@ def _evaluate(t, s, h, params, price, prev, volume, quote, second, ints, scratch
             ints[s, I_REV_FIRED] = 1
             emit(out, out_state, t, _REVERSION, _HIGH, 1 if z > 0 else -1, ts_detect_ns, z,
                  last, vwap, sigma_p, float(long_), 0.0, 0.0, 0.0)
+    _regime(t, s, params, ints, baseline, _stdev(rets, count), math.log(last / base),
+            long_, out, out_state, ts_detect_ns)
 
 
 @nb.njit(cache=True)
-def price_move_update(trades, params, price, prev, volume, quote, second, ints, late, skipped,
-                      scratch, out, out_state, ts_detect_ns):  # pragma: no cover - njit
+def _regime(t, s, params, ints, baseline, sigma, drift, long_, out, out_state,
+            ts_detect_ns):  # pragma: no cover - njit
+    """Classify one evaluation and apply the hysteresis (module docstring)."""
+    if not sigma > 0.0:
+        return
+    if baseline[s] == 0.0:
+        baseline[s] = sigma
+    else:
+        baseline[s] += params[13] * (sigma - baseline[s])
+    trend = abs(drift) / (sigma * math.sqrt(long_))
+    ratio = sigma / baseline[s]
+    if ratio >= params[10]:
+        new = VOLATILE
+    elif trend >= params[9]:
+        new = TRENDING
+    elif ratio <= params[11]:
+        new = QUIET
+    else:
+        new = RANGING
+    if new == ints[s, I_REGIME]:
+        ints[s, I_CANDIDATE_N] = 0
+        return
+    if new != ints[s, I_CANDIDATE]:
+        ints[s, I_CANDIDATE] = new
+        ints[s, I_CANDIDATE_N] = 0
+    ints[s, I_CANDIDATE_N] += 1
+    if ints[s, I_CANDIDATE_N] >= int(params[12]):
+        old = ints[s, I_REGIME]
+        ints[s, I_REGIME] = new
+        ints[s, I_CANDIDATE_N] = 0
+        emit(out, out_state, t, _REGIME, _MEDIUM, 0, ts_detect_ns, float(new), float(old),
+             trend, ratio, sigma, baseline[s], 0.0, 0.0)
+
+
+@nb.njit(cache=True)
+def price_move_update(trades, params, price, prev, volume, quote, second, ints, baseline, late,
+                      skipped, scratch, out, out_state, ts_detect_ns):  # pragma: no cover - njit
     """Apply a batch of trades, evaluating each second as it completes (module docstring)."""
     n = price.shape[1]
     for i in range(len(trades)):
@@ -198,8 +264,8 @@ def price_move_update(trades, params, price, prev, volume, quote, second, ints, 
             late[s] += 1
             continue
         elif sec > head:
-            _evaluate(t, s, head, params, price, prev, volume, quote, second, ints, scratch,
-                      out, out_state, ts_detect_ns)
+            _evaluate(t, s, head, params, price, prev, volume, quote, second, ints, baseline,
+                      scratch, out, out_state, ts_detect_ns)
             close = price[s, head % n]  # the price in force when this second starts
             ints[s, I_HEAD] = head = sec
             k = sec % n
