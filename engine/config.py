@@ -147,6 +147,7 @@ class DetectorsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cpu: int = -1                          # CPU to pin the process to; -1: no pinning
     events_ring_capacity: int = 65_536     # records in the events ring (power of two)
     idle_wait_us: int = 1_000              # idle: park on the first trades ring this long
+    analytics_interval_ms: int = 100       # refresh of the analytics latest tables
     whale_min_usd: float = 1_000_000.0     # one trade at least this: WHALE_TRADE (0: off)
     whale_burst_usd: float = 5_000_000.0   # same-side run reaching this: WHALE_BURST (0: off)
     whale_burst_window_s: float = 1.0
@@ -169,7 +170,8 @@ class DetectorsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                      "idle_wait_us"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be ≥ 0")
-        for name in ("whale_burst_window_s", "cascade_window_s", "cascade_min_slots",
+        for name in ("analytics_interval_ms", "whale_burst_window_s", "cascade_window_s",
+                     "cascade_min_slots",
                      "imbalance_levels", "heatmap_zones", "heatmap_zone_bps"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")

@@ -14,6 +14,7 @@ See the README's "Bus layout" section for the binary format (for C, Rust, ... co
 from .errors import LayoutMismatch, SegmentNotFound, ShmError, WriterBusy, WriterGone
 from .latest import LatestReader, LatestWriter
 from .layout import (
+    ANALYTICS,
     BBO,
     BOOK,
     BOOK_DEPTH,
@@ -39,6 +40,7 @@ from .ring import Writer
 from .segment import SHM_DIR, parse_segment_name, segment_name
 
 __all__ = [
+    "ANALYTICS",
     "BBO",
     "BOOK",
     "BOOK_DEPTH",

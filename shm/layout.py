@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "ANALYTICS",
     "BBO",
     "BOOK",
     "BOOK_DEPTH",
@@ -220,6 +221,18 @@ EVENT = _record([  # common stamps are the triggering record's, ts_commit_ns the
     ("values", np.float64, (EVENT_VALUES,)),
 ])
 
+ANALYTICS = _record([  # the detectors' continuous values per symbol (a latest table only)
+    ("cvd_1m", np.float64), ("cvd_5m", np.float64), ("cvd_15m", np.float64),
+    ("cvd_session", np.float64), ("trade_count", np.int64),
+    ("volume_24h", np.float64), ("quote_volume_24h", np.float64), ("high_24h", np.float64),
+    ("low_24h", np.float64), ("last", np.float64), ("change_24h_pct", np.float64),
+    ("imbalance", np.float64), ("mid", np.float64), ("spread", np.float64),
+    ("open_interest", np.float64), ("oi_delta_5m", np.float64), ("oi_delta_1h", np.float64),
+    ("bid_wall_px", np.float64), ("bid_wall_qty", np.float64), ("ask_wall_px", np.float64),
+    ("ask_wall_qty", np.float64), ("bid_wall_since_ns", np.int64),
+    ("ask_wall_since_ns", np.int64), ("regime", np.int64),
+])
+
 BOOK_DEPTH = 20
 
 
@@ -240,6 +253,7 @@ BOOK = book_dtype()
 STREAMS: dict[str, np.dtype] = {
     "trades": TRADE, "bbo": BBO, "depth": DEPTH, "book": BOOK, "liquidations": LIQUIDATION,
     "funding": FUNDING, "open_interest": OPEN_INTEREST, "events": EVENT,
+    "analytics": ANALYTICS,
 }
 
 # A latest-table row: 64-byte row header, then the record (row stride is a multiple of 64).

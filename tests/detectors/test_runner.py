@@ -45,6 +45,14 @@ def test_events_ring_trigger_stamps_late_rings_and_restarts(instance: str) -> No
         assert got["kind"].tolist() == [EventKind.WHALE_TRADE]
         assert got[0]["trigger_seq"] == seq and got[0]["trigger_commit_ns"] > 0
         assert got[0]["ts_commit_ns"] >= got[0]["trigger_commit_ns"]  # ring → event latency
+        table = shm.LatestReader(shm.segment_name(instance, "binance", "analytics",
+                                                  suffix="latest"))
+        btc, eth = table.get("BTCUSDT"), table.get("ETHUSDT")
+        table.close()
+        assert btc is not None and eth is not None
+        assert (btc["trade_count"], eth["trade_count"]) == (2, 1)
+        assert btc["cvd_session"] == 0.01 + 0.1 and btc["last"] == 50_000.0
+        assert btc["exchange"] == shm.Exchange.BINANCE and np.isnan(btc["imbalance"])
 
         # the book ring appears after the runner started: picked up on a later step
         name = shm.segment_name(instance, "binance", "book")

@@ -27,7 +27,7 @@ import numpy as np
 
 import shm
 from engine.config import DetectorsConfig, SymbolThresholds
-from shm.layout import BOOK, EVENT, BookState, Exchange, Priority
+from shm.layout import ANALYTICS, BOOK, EVENT, BookState, Exchange, Priority
 
 from .book_state import BookStateMonitor
 from .candles import CandleState
@@ -36,14 +36,16 @@ from .events import EventBuffer, EventKind, emit
 from .heatmap import HeatmapState
 from .imbalance import ImbalanceState
 from .liquidations import LiquidationState
+from .open_interest import WINDOWS_S as OI_WINDOWS_S
 from .open_interest import OpenInterestState
-from .price_moves import PriceMoveConfig, PriceMoveState
+from .price_moves import I_REGIME, PriceMoveConfig, PriceMoveState
 from .stats24h import Stats24hState
 from .whale import WhaleState
 
 __all__ = ["DetectorRunner", "ExchangeDetectors"]
 
 STREAMS = ("trades", "book", "liquidations", "open_interest")
+assert OI_WINDOWS_S[0] == 300 and OI_WINDOWS_S[2] == 3600  # the analytics columns' windows
 ATTACH_RETRY_S = 0.5   # a ring that does not exist yet is looked for this often
 
 
@@ -97,6 +99,35 @@ class ExchangeDetectors:
         elif stream == "open_interest":
             self.open_interest.update(records)
 
+    def analytics(self, rows: np.ndarray, now_ns: int) -> None:
+        """Fill ``rows`` (``shm.ANALYTICS``, one per symbol id) with the continuous values."""
+        n = len(rows)
+        day = self.stats24h.stats[:n]
+        rows["ts_exchange_ns"] = np.maximum(self.stats24h.last_ns[:n], 0)
+        rows["ts_commit_ns"] = now_ns
+        rows["symbol_id"] = np.arange(n)
+        rows["exchange"] = self.exchange_id
+        for i, name in enumerate(("cvd_1m", "cvd_5m", "cvd_15m")):
+            rows[name] = self.cvd.windows[:n, i]
+        rows["cvd_session"] = self.cvd.session[:n]
+        rows["trade_count"] = self.cvd.trades[:n]
+        for i, name in enumerate(("volume_24h", "quote_volume_24h", "high_24h", "low_24h",
+                                  "last")):
+            rows[name] = day[:, i]
+        rows["change_24h_pct"] = day[:, 7]
+        for i, name in enumerate(("imbalance", "mid", "spread")):
+            rows[name] = self.imbalance.values[:n, i]
+        rows["open_interest"] = self.open_interest.latest[:n]
+        rows["oi_delta_5m"] = self.open_interest.deltas[:n, 0, 0]   # WINDOWS_S[0] = 300
+        rows["oi_delta_1h"] = self.open_interest.deltas[:n, 2, 0]   # WINDOWS_S[2] = 3600
+        walls = self.heatmap.walls[:n]
+        rows["bid_wall_px"], rows["bid_wall_qty"] = walls[:, 0, 3], walls[:, 0, 1]
+        rows["ask_wall_px"], rows["ask_wall_qty"] = walls[:, 1, 3], walls[:, 1, 1]
+        rows["bid_wall_since_ns"] = self.heatmap.since_ns[:n, 0]
+        rows["ask_wall_since_ns"] = self.heatmap.since_ns[:n, 1]
+        rows["regime"] = self.price_moves.ints[:n, I_REGIME]
+        rows["seq"] += 1
+
     def forget(self, stream: str, events: EventBuffer, now_ns: int) -> None:
         """A discontinuity on ``stream``'s ring: reset what it fed; alert LIVE books."""
         for sid in range(self.symbols):
@@ -137,6 +168,18 @@ class DetectorRunner:
         self.events = EventBuffer(capacity)
         self.writer = shm.Writer(shm.segment_name(instance, "detectors", "events"), EVENT,
                                  capacity)
+        # the analytics latest table of each exchange, refreshed every analytics_interval_ms
+        self.tables: dict[str, shm.LatestWriter] = {}
+        self.rows: dict[str, np.ndarray] = {}
+        for ex, names in exchanges.items():
+            table = shm.LatestWriter(shm.segment_name(instance, ex, "analytics", suffix="latest"),
+                                     ANALYTICS, max(1, len(names)))
+            for sid, name in enumerate(names):
+                table.register(sid, name)
+            self.tables[ex] = table
+            self.rows[ex] = np.zeros(len(names), ANALYTICS)
+        self._interval_ns = self.settings.analytics_interval_ms * 1_000_000
+        self._next_analytics = 0
         self.readers: dict[tuple[str, str], Any] = {}
         self.generations: dict[tuple[str, str], int] = {}
         self._retry_at: dict[tuple[str, str], float] = {}
@@ -178,7 +221,22 @@ class DetectorRunner:
         if len(events):
             self.writer.commit_batch(events)
         self.records += done
+        now = self.clock()
+        if now >= self._next_analytics:
+            self._next_analytics = now + self._interval_ns
+            self.publish_analytics(now)
         return done
+
+    def publish_analytics(self, now_ns: int) -> None:
+        """Refresh every exchange's analytics latest table (done every
+        ``analytics_interval_ms`` by :meth:`step`)."""
+        for ex, det in self.detectors.items():
+            rows, table = self.rows[ex], self.tables[ex]
+            det.analytics(rows, now_ns)
+            raw = rows.data.cast("B")
+            size = rows.dtype.itemsize
+            for sid in range(len(rows)):
+                table.update_raw(sid, raw[sid * size:(sid + 1) * size])
 
     def _poll(self, exchange: str, det: ExchangeDetectors, stream: str, wait_s: float) -> int:
         reader = self._reader(exchange, stream)
@@ -204,4 +262,6 @@ class DetectorRunner:
         """Close the readers and the events ring (marked CLOSED, left for consumers)."""
         for reader in self.readers.values():
             reader.close()
+        for table in self.tables.values():
+            table.close()
         self.writer.close()
