@@ -36,3 +36,37 @@ def test_by_hand() -> None:
     assert st.skipped[0] == 2 and np.isnan(st.summary[1, 0])
     with pytest.raises(ValueError, match="asset"):
         st.map(1, 0, 5)
+
+
+def test_base_asset() -> None:
+    from workers.detectors.funding import base_asset
+    assert base_asset("BTCUSDT", "linear") == "BTC"
+    assert base_asset("BTC-USDT-SWAP", "linear") == "BTC"
+    assert base_asset("BTCUSD_PERP", "inverse") == "BTC"
+    assert base_asset("1000PEPEUSDT", "linear") == "1000PEPE"
+    assert base_asset("BTCUSDT", "spot") is None
+
+
+def test_runner_aggregates_funding_across_exchanges(instance: str) -> None:
+    from workers.detectors.runner import DetectorRunner
+
+    runner = DetectorRunner(instance, {"binance": ["BTCUSDT", "BTCUSDT@spot"],
+                                       "bybit": ["BTCUSDT"]},
+                            markets={"binance": ["linear", "spot"], "bybit": ["linear"]},
+                            start="oldest")
+    rings = {ex: shm.Writer(shm.segment_name(instance, ex, "funding"), shm.FUNDING, 1024)
+             for ex in ("binance", "bybit")}
+    try:
+        rings["binance"].commit(funding((1, 0, 0.0001, np.nan, 101.0, 100.0, 5))[0])
+        rings["bybit"].commit(funding((2, 0, 0.0004, np.nan, 100.0, np.nan, 5))[0])
+        assert runner.step() == 2
+        rows = {ex: runner.rows[ex] for ex in ("binance", "bybit")}
+        assert rows["binance"][0]["funding_rate"] == 0.0001
+        assert rows["binance"][0]["basis"] == pytest.approx(0.01)
+        assert rows["bybit"][0]["funding_spread"] == pytest.approx(0.0003)
+        assert rows["binance"][0]["funding_spread"] == pytest.approx(0.0003)
+        assert np.isnan(rows["binance"][1]["funding_rate"])  # spot: no funding
+    finally:
+        for w in rings.values():
+            w.close()
+        runner.close()

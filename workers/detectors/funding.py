@@ -14,7 +14,21 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-__all__ = ["FundingState", "funding_update"]
+__all__ = ["FundingState", "base_asset", "funding_update"]
+
+_QUOTES = ("USDT", "USDC", "USD", "BUSD")
+
+
+def base_asset(symbol: str, market: str) -> str | None:
+    """The asset a perpetual or future is aggregated under (``BTC`` for ``BTCUSDT``,
+    ``BTC-USDT-SWAP``, ``BTCUSD_PERP``), or None for spot and options (no funding)."""
+    if market not in ("linear", "inverse"):
+        return None
+    head = symbol.split("-")[0] if "-" in symbol else symbol.split("_")[0]
+    for quote in _QUOTES:
+        if head.endswith(quote) and len(head) > len(quote):
+            return head[:-len(quote)]
+    return head
 
 # per (asset, exchange) columns
 F_RATE, F_PREDICTED, F_MARK, F_INDEX, F_BASIS, F_TS = range(6)

@@ -21,6 +21,7 @@ import shm
 from engine.config import Config, DetectorsConfig, ExchangesConfig, configured_names
 
 from .events import EventBuffer
+from .funding import FundingState
 from .runner import STREAMS, DetectorRunner, ExchangeDetectors
 
 __all__ = ["run_detectors", "warm_kernels"]
@@ -37,6 +38,9 @@ def warm_kernels(settings: DetectorsConfig) -> None:
         det.run(stream, rec, events, 0)
         det.forget(stream, events, 0)
     events.take()
+    funding = FundingState(1, 1)
+    funding.map(0, 0, 0)
+    funding.update(np.zeros(1, shm.FUNDING))
 
 
 def run_detectors(config: Config, duration_s: float | None = None) -> int:
@@ -48,7 +52,9 @@ def run_detectors(config: Config, duration_s: float | None = None) -> int:
                  for name in ExchangesConfig.__struct_fields__
                  if getattr(config.exchanges, name).enabled}
     warm_kernels(cfg)
-    runner = DetectorRunner(config.engine.instance, exchanges, cfg)
+    markets = {name: [s.market for s in getattr(config.exchanges, name).symbols]
+               for name in exchanges}
+    runner = DetectorRunner(config.engine.instance, exchanges, cfg, markets=markets)
     stop = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.append(True))

@@ -13,8 +13,8 @@ a book ring each symbol whose book was LIVE gets a CRITICAL ``BOOK_STATE`` event
 NONE). A writer that closed is waited for; the runner never exits because a feed did.
 
 Thresholds come from ``[detectors]`` (``engine.config.DetectorsConfig``) with per-symbol
-overrides. Not built yet: funding aggregation (it needs an asset map), the analytics latest
-tables.
+overrides. Given each symbol's market, funding is aggregated per base asset across exchanges.
+The continuous values go to each exchange's ``analytics`` latest table.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from .book_state import BookStateMonitor
 from .candles import CandleState
 from .cvd import CvdState
 from .events import EventBuffer, EventKind, emit
+from .funding import A_SPREAD, F_BASIS, F_RATE, FundingState, base_asset
 from .heatmap import HeatmapState
 from .imbalance import ImbalanceState
 from .liquidations import LiquidationState
@@ -44,7 +45,7 @@ from .whale import WhaleState
 
 __all__ = ["DetectorRunner", "ExchangeDetectors"]
 
-STREAMS = ("trades", "book", "liquidations", "open_interest")
+STREAMS = ("trades", "book", "liquidations", "open_interest", "funding")
 assert OI_WINDOWS_S[0] == 300 and OI_WINDOWS_S[2] == 3600  # the analytics columns' windows
 ATTACH_RETRY_S = 0.5   # a ring that does not exist yet is looked for this often
 
@@ -81,6 +82,7 @@ class ExchangeDetectors:
                 sid, pick(over.liquidation_min_usd, settings.liquidation_min_usd),
                 pick(over.cascade_usd, settings.cascade_usd))
         self.symbols = symbols
+        self.funding: FundingState | None = None  # shared across exchanges (set by the runner)
 
     def run(self, stream: str, records: np.ndarray, events: EventBuffer, now_ns: int) -> None:
         """Feed one batch of ``stream`` records to the kernels that take it."""
@@ -98,6 +100,8 @@ class ExchangeDetectors:
             self.liquidations.update(records, events, now_ns)
         elif stream == "open_interest":
             self.open_interest.update(records)
+        elif stream == "funding" and self.funding is not None:
+            self.funding.update(records)
 
     def analytics(self, rows: np.ndarray, now_ns: int) -> None:
         """Fill ``rows`` (``shm.ANALYTICS``, one per symbol id) with the continuous values."""
@@ -126,6 +130,17 @@ class ExchangeDetectors:
         rows["bid_wall_since_ns"] = self.heatmap.since_ns[:n, 0]
         rows["ask_wall_since_ns"] = self.heatmap.since_ns[:n, 1]
         rows["regime"] = self.price_moves.ints[:n, I_REGIME]
+        if self.funding is not None:
+            assets = self.funding.asset_of[self.exchange_id, :n]
+            known = assets >= 0
+            a = np.where(known, assets, 0)
+            latest = self.funding.latest[a, self.exchange_id]
+            nan = np.full(n, np.nan)
+            rows["funding_rate"] = np.where(known, latest[:, F_RATE], nan)
+            rows["basis"] = np.where(known, latest[:, F_BASIS], nan)
+            rows["funding_spread"] = np.where(known, self.funding.summary[a, A_SPREAD], nan)
+        else:
+            rows["funding_rate"] = rows["funding_spread"] = rows["basis"] = np.nan
         rows["seq"] += 1
 
     def forget(self, stream: str, events: EventBuffer, now_ns: int) -> None:
@@ -157,6 +172,7 @@ class DetectorRunner:
 
     def __init__(self, instance: str, exchanges: Mapping[str, Sequence[str]],
                  settings: DetectorsConfig | None = None, *,
+                 markets: Mapping[str, Sequence[str]] | None = None,
                  start: str = "latest", clock: Callable[[], int] = time.perf_counter_ns) -> None:
         self.instance = instance
         self.settings = settings or DetectorsConfig()
@@ -164,6 +180,21 @@ class DetectorRunner:
         self.clock = clock
         self.detectors = {ex: ExchangeDetectors(ex, names, self.settings)
                           for ex, names in exchanges.items()}
+        self.funding: FundingState | None = None
+        if markets is not None:  # funding: every perpetual aggregated under its base asset
+            assets: dict[str, int] = {}
+            pairs = [(ex, sid, base_asset(name.split("@")[0], markets[ex][sid]))
+                     for ex, names in exchanges.items() for sid, name in enumerate(names)]
+            for _, _, asset in pairs:
+                if asset is not None:
+                    assets.setdefault(asset, len(assets))
+            width = max([len(n) for n in exchanges.values()] + [1])
+            self.funding = FundingState(max(1, len(assets)), width)
+            for ex, sid, asset in pairs:
+                if asset is not None:
+                    self.funding.map(self.detectors[ex].exchange_id, sid, assets[asset])
+            for det in self.detectors.values():
+                det.funding = self.funding
         capacity = self.settings.events_ring_capacity
         self.events = EventBuffer(capacity)
         self.writer = shm.Writer(shm.segment_name(instance, "detectors", "events"), EVENT,
