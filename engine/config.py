@@ -132,6 +132,7 @@ class SymbolThresholds(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     whale_burst_usd: float | None = None
     liquidation_min_usd: float | None = None
     cascade_usd: float | None = None
+    spoof_min_usd: float | None = None
 
     def __post_init__(self) -> None:
         for name in self.__struct_fields__:
@@ -159,6 +160,10 @@ class DetectorsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     imbalance_decay: float = 1.0
     heatmap_zones: int = 20                # heatmap zones per side, outward from the mid
     heatmap_zone_bps: float = 5.0          # zone width: bps of the symbol's first mid
+    spoof_min_usd: float = 250_000.0       # a level this large near the touch, pulled: SPOOF
+    spoof_near_bps: float = 10.0           # "near": within this of its side's best price
+    spoof_size_ratio: float = 5.0          # and this many times the side's mean level size
+    spoof_max_life_s: float = 5.0          # pulled within this long of appearing
     # "exchange:SYMBOL" (the latest-table name, SYMBOL@market if listed twice) -> overrides
     symbols: dict[str, SymbolThresholds] = {}
 
@@ -167,12 +172,13 @@ class DetectorsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         if cap < 1024 or cap & (cap - 1):
             raise ValueError(f"events_ring_capacity {cap} is not a power of two ≥ 1024")
         for name in ("whale_min_usd", "whale_burst_usd", "liquidation_min_usd", "cascade_usd",
-                     "idle_wait_us"):
+                     "idle_wait_us", "spoof_min_usd"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be ≥ 0")
         for name in ("analytics_interval_ms", "whale_burst_window_s", "cascade_window_s",
                      "cascade_min_slots",
-                     "imbalance_levels", "heatmap_zones", "heatmap_zone_bps"):
+                     "imbalance_levels", "heatmap_zones", "heatmap_zone_bps", "spoof_near_bps",
+                     "spoof_size_ratio", "spoof_max_life_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
         if not 0 < self.imbalance_decay <= 1:

@@ -35,6 +35,7 @@ class EventKind(IntEnum):
     VOLATILITY = 9       # short-window realized volatility a multiple of the long window's
     MEAN_REVERSION = 10  # price deviating from VWAP by a z-score beyond the threshold
     REGIME = 11          # the market regime changed (quiet, ranging, trending, volatile)
+    SPOOF = 12           # large size placed near the touch and pulled, not traded
 
 
 # what values[0..] mean per kind (the README's "Detector events" table; unnamed slots are 0)
@@ -56,6 +57,8 @@ VALUE_NAMES: dict[EventKind, tuple[str, ...]] = {
     EventKind.MEAN_REVERSION: ("z", "price", "vwap", "sigma_price", "window_s"),
     EventKind.REGIME: ("regime", "previous_regime", "trend_t", "sigma_ratio", "sigma",
                        "sigma_baseline"),
+    EventKind.SPOOF: ("price", "size", "pulled", "traded", "lifetime_s", "usd_value",
+                      "distance_bps"),
 }
 assert set(VALUE_NAMES) == set(EventKind) and max(map(len, VALUE_NAMES.values())) <= 8
 

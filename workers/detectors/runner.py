@@ -40,6 +40,7 @@ from .liquidations import LiquidationState
 from .open_interest import WINDOWS_S as OI_WINDOWS_S
 from .open_interest import OpenInterestState
 from .price_moves import I_REGIME, PriceMoveConfig, PriceMoveState
+from .spoofing import SpoofState
 from .stats24h import Stats24hState
 from .whale import WhaleState
 
@@ -68,6 +69,9 @@ class ExchangeDetectors:
         self.imbalance = ImbalanceState(symbols, settings.imbalance_levels,
                                         settings.imbalance_decay)
         self.heatmap = HeatmapState(symbols, settings.heatmap_zones, settings.heatmap_zone_bps)
+        self.spoofing = SpoofState(symbols, settings.spoof_min_usd, settings.spoof_near_bps,
+                                   settings.spoof_size_ratio,
+                                   max_life_s=settings.spoof_max_life_s)
         self.price_moves = PriceMoveState(symbols, PriceMoveConfig())
         self.open_interest = OpenInterestState(symbols)
         for sid, name in enumerate(names):
@@ -81,6 +85,7 @@ class ExchangeDetectors:
             self.liquidations.set_threshold(
                 sid, pick(over.liquidation_min_usd, settings.liquidation_min_usd),
                 pick(over.cascade_usd, settings.cascade_usd))
+            self.spoofing.min_usd[sid] = pick(over.spoof_min_usd, settings.spoof_min_usd)
         self.symbols = symbols
         self.funding: FundingState | None = None  # shared across exchanges (set by the runner)
 
@@ -92,10 +97,12 @@ class ExchangeDetectors:
             self.candles.update(records, events, now_ns)
             self.whale.update(records, events, now_ns)
             self.price_moves.update(records, events, now_ns)
+            self.spoofing.trades(records, events, now_ns)
         elif stream == "book":
             self.book_state.update(records, events, now_ns)
             self.imbalance.update(records)
             self.heatmap.update(records)
+            self.spoofing.books(records, events, now_ns)
         elif stream == "liquidations":
             self.liquidations.update(records, events, now_ns)
         elif stream == "open_interest":
@@ -160,6 +167,7 @@ class ExchangeDetectors:
                 self.book_state.reset(sid)
                 self.imbalance.reset(sid)
                 self.heatmap.reset(sid)
+                self.spoofing.reset(sid)
             elif stream == "liquidations":
                 self.liquidations.reset(sid)
             elif stream == "open_interest":
