@@ -133,6 +133,7 @@ class SymbolThresholds(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     liquidation_min_usd: float | None = None
     cascade_usd: float | None = None
     spoof_min_usd: float | None = None
+    iceberg_min_usd: float | None = None
 
     def __post_init__(self) -> None:
         for name in self.__struct_fields__:
@@ -164,6 +165,9 @@ class DetectorsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     spoof_near_bps: float = 10.0           # "near": within this of its side's best price
     spoof_size_ratio: float = 5.0          # and this many times the side's mean level size
     spoof_max_life_s: float = 5.0          # pulled within this long of appearing
+    iceberg_min_usd: float = 250_000.0     # traded at a refilling touch price: ICEBERG
+    iceberg_traded_ratio: float = 5.0      # traded ≥ this × the largest size it showed
+    iceberg_min_refills: int = 3           # and the shown size went back up this often
     # "exchange:SYMBOL" (the latest-table name, SYMBOL@market if listed twice) -> overrides
     symbols: dict[str, SymbolThresholds] = {}
 
@@ -172,15 +176,17 @@ class DetectorsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         if cap < 1024 or cap & (cap - 1):
             raise ValueError(f"events_ring_capacity {cap} is not a power of two ≥ 1024")
         for name in ("whale_min_usd", "whale_burst_usd", "liquidation_min_usd", "cascade_usd",
-                     "idle_wait_us", "spoof_min_usd"):
+                     "idle_wait_us", "spoof_min_usd", "iceberg_min_usd"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be ≥ 0")
         for name in ("analytics_interval_ms", "whale_burst_window_s", "cascade_window_s",
                      "cascade_min_slots",
                      "imbalance_levels", "heatmap_zones", "heatmap_zone_bps", "spoof_near_bps",
-                     "spoof_size_ratio", "spoof_max_life_s"):
+                     "spoof_size_ratio", "spoof_max_life_s", "iceberg_min_refills"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
+        if not self.iceberg_traded_ratio > 1:
+            raise ValueError("iceberg_traded_ratio must be > 1")
         if not 0 < self.imbalance_decay <= 1:
             raise ValueError("imbalance_decay must be in (0, 1]")
         if self.cpu < -1:

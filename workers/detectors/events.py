@@ -36,6 +36,7 @@ class EventKind(IntEnum):
     MEAN_REVERSION = 10  # price deviating from VWAP by a z-score beyond the threshold
     REGIME = 11          # the market regime changed (quiet, ranging, trending, volatile)
     SPOOF = 12           # large size placed near the touch and pulled, not traded
+    ICEBERG = 13         # a touch price refilling while trades take far more than it shows
 
 
 # what values[0..] mean per kind (the README's "Detector events" table; unnamed slots are 0)
@@ -59,6 +60,8 @@ VALUE_NAMES: dict[EventKind, tuple[str, ...]] = {
                        "sigma_baseline"),
     EventKind.SPOOF: ("price", "size", "pulled", "traded", "lifetime_s", "usd_value",
                       "distance_bps"),
+    EventKind.ICEBERG: ("price", "traded", "largest_shown", "refills", "traded_ratio",
+                        "duration_s", "usd_value"),
 }
 assert set(VALUE_NAMES) == set(EventKind) and max(map(len, VALUE_NAMES.values())) <= 8
 

@@ -35,6 +35,7 @@ from .cvd import CvdState
 from .events import EventBuffer, EventKind, emit
 from .funding import A_SPREAD, F_BASIS, F_RATE, FundingState, base_asset
 from .heatmap import HeatmapState
+from .iceberg import IcebergState
 from .imbalance import ImbalanceState
 from .liquidations import LiquidationState
 from .open_interest import WINDOWS_S as OI_WINDOWS_S
@@ -72,6 +73,8 @@ class ExchangeDetectors:
         self.spoofing = SpoofState(symbols, settings.spoof_min_usd, settings.spoof_near_bps,
                                    settings.spoof_size_ratio,
                                    max_life_s=settings.spoof_max_life_s)
+        self.iceberg = IcebergState(symbols, settings.iceberg_min_usd,
+                                    settings.iceberg_traded_ratio, settings.iceberg_min_refills)
         self.price_moves = PriceMoveState(symbols, PriceMoveConfig())
         self.open_interest = OpenInterestState(symbols)
         for sid, name in enumerate(names):
@@ -86,6 +89,7 @@ class ExchangeDetectors:
                 sid, pick(over.liquidation_min_usd, settings.liquidation_min_usd),
                 pick(over.cascade_usd, settings.cascade_usd))
             self.spoofing.min_usd[sid] = pick(over.spoof_min_usd, settings.spoof_min_usd)
+            self.iceberg.min_usd[sid] = pick(over.iceberg_min_usd, settings.iceberg_min_usd)
         self.symbols = symbols
         self.funding: FundingState | None = None  # shared across exchanges (set by the runner)
 
@@ -98,11 +102,13 @@ class ExchangeDetectors:
             self.whale.update(records, events, now_ns)
             self.price_moves.update(records, events, now_ns)
             self.spoofing.trades(records, events, now_ns)
+            self.iceberg.trades(records, events, now_ns)
         elif stream == "book":
             self.book_state.update(records, events, now_ns)
             self.imbalance.update(records)
             self.heatmap.update(records)
             self.spoofing.books(records, events, now_ns)
+            self.iceberg.books(records, events, now_ns)
         elif stream == "liquidations":
             self.liquidations.update(records, events, now_ns)
         elif stream == "open_interest":
@@ -168,6 +174,7 @@ class ExchangeDetectors:
                 self.imbalance.reset(sid)
                 self.heatmap.reset(sid)
                 self.spoofing.reset(sid)
+                self.iceberg.reset(sid)
             elif stream == "liquidations":
                 self.liquidations.reset(sid)
             elif stream == "open_interest":
