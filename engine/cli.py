@@ -50,6 +50,8 @@ def _build_parser() -> argparse.ArgumentParser:
     venue.add_argument("--seconds", type=float, default=60.0,
                        help="synthetic: length of the generated timeline")
     venue.add_argument("--seed", type=int, default=7, help="synthetic: random seed")
+    venue.add_argument("--scenarios", default="", metavar="LIST",
+                       help="synthetic: scripted manipulations, e.g. 'spoof,iceberg'")
     pace = venue.add_mutually_exclusive_group()
     pace.add_argument("--speed", type=float, default=1.0, metavar="X",
                       help="replay X times faster than recorded (default: 1)")
@@ -139,7 +141,9 @@ def _venue(args: argparse.Namespace) -> int:
     try:
         synthetic = SyntheticConfig(exchange=args.exchange, symbols=args.symbols,
                                     rate_hz=args.rate, seconds=args.seconds,
-                                    seed=args.seed) if args.synthetic else None
+                                    seed=args.seed,
+                                    scenarios=tuple(s for s in args.scenarios.split(",") if s)
+                                    ) if args.synthetic else None
         config = VenueConfig(exchange=args.exchange, replay=args.replay or [],
                              synthetic=synthetic, speed=args.speed,
                              flood=args.flood, host=args.host, port=args.port,

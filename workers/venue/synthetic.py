@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import zlib
+from collections.abc import Callable
 from typing import Protocol
 
 import msgspec
@@ -36,10 +37,17 @@ class SyntheticConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     seconds: float = 60.0        # length of the generated timeline
     seed: int = 7
     levels: int = 50             # book levels per side
+    # scripted manipulations, each symbol in turn every 30 s from 10 s: "spoof" (a large bid
+    # two ticks under the touch, pulled 1.5 s later) and "iceberg" (a bid touch eaten six
+    # times and refilled each time); random events of that symbol pause while one runs
+    scenarios: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.symbols <= len(_BASES):
             raise ValueError(f"symbols must be 1..{len(_BASES)}, not {self.symbols}")
+        unknown = set(self.scenarios) - {"spoof", "iceberg"}
+        if unknown:
+            raise ValueError(f"unknown scenarios {sorted(unknown)}; known: spoof, iceberg")
         if self.rate_hz <= 0 or self.seconds <= 0 or self.levels < 25:
             raise ValueError("rate_hz and seconds must be > 0 and levels ≥ 25")
 
@@ -149,6 +157,22 @@ class SyntheticMarket:
                 far = min(book) if side > 0 else max(book)
                 del book[far]
                 out.append((side, far, 0))
+
+    def spoof(self) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+        """A large bid two ticks under the touch: the changes that place it, and those that
+        pull it (restoring what was there)."""
+        price = max(self.bids) - 1
+        before = self.bids.get(price, 0)
+        self.bids[price] = 5_000
+        return [(1, price, 5_000)], [(1, price, before)]
+
+    def unspoof(self, changes: list[tuple[int, int, int]]) -> None:
+        """Apply the pull returned by :meth:`spoof`."""
+        for _, price, lots in changes:
+            if lots:
+                self.bids[price] = lots
+            else:
+                self.bids.pop(price, None)
 
     def tick_second(self) -> None:
         """Per-second drift of funding and open interest."""
@@ -394,6 +418,62 @@ def _next_funding(ms: int) -> int:
     return (ms // 28_800_000 + 1) * 28_800_000
 
 
+def _script(config: SyntheticConfig, markets: list[SyntheticMarket], fmts: list[_Format]
+            ) -> list[tuple[int, int, Callable[[int], list[Frame]]]]:
+    """``(ns, symbol index, action(ns) -> frames)`` of the scripted scenarios, in time order."""
+    out: list[tuple[int, int, Callable[[int], list[Frame]]]] = []
+    kinds = list(config.scenarios)
+    t, k = 10_000_000_000, 0
+    end = int(config.seconds * 1e9) - 3_000_000_000
+    while kinds and t < end:
+        i, kind = k % len(markets), kinds[k % len(kinds)]
+        m, fmt = markets[i], fmts[i]
+        if kind == "spoof":
+            pull: list[list[tuple[int, int, int]]] = []
+
+            def place(ns: int, m: SyntheticMarket = m, fmt: _Format = fmt,
+                      pull: list[list[tuple[int, int, int]]] = pull) -> list[Frame]:
+                changes, undo = m.spoof()
+                pull.append(undo)
+                return fmt.book(ns, changes)
+
+            def pulled(ns: int, m: SyntheticMarket = m, fmt: _Format = fmt,
+                       pull: list[list[tuple[int, int, int]]] = pull) -> list[Frame]:
+                m.unspoof(pull[0])
+                return fmt.book(ns, pull[0])
+
+            out += [(t, i, place), (t + 1_500_000_000, i, pulled)]
+        else:
+            state: list[int] = []
+
+            def start(ns: int, m: SyntheticMarket = m, fmt: _Format = fmt,
+                      state: list[int] = state) -> list[Frame]:
+                price = max(m.bids)
+                state += [price, max(40, m.bids[price])]
+                m.bids[price] = state[1]
+                return fmt.book(ns, [(1, price, state[1])])
+
+            def eat(ns: int, m: SyntheticMarket = m, fmt: _Format = fmt,
+                    state: list[int] = state) -> list[Frame]:
+                price, size = state
+                m.bids[price] = 1
+                return fmt.trades(ns, -1, [(price, size - 1)]) + fmt.book(ns, [(1, price, 1)])
+
+            def refill(ns: int, m: SyntheticMarket = m, fmt: _Format = fmt,
+                       state: list[int] = state) -> list[Frame]:
+                price, size = state
+                m.bids[price] = size
+                return fmt.book(ns, [(1, price, size)])
+
+            out.append((t, i, start))
+            for c in range(6):
+                out += [(t + (c + 1) * 200_000_000, i, eat),
+                        (t + (c + 1) * 200_000_000 + 100_000_000, i, refill)]
+        t += 30_000_000_000
+        k += 1
+    return out
+
+
 _FORMATS: dict[str, type[_Binance] | type[_Bybit] | type[_Okx]] = {
     "binance": _Binance, "bybit": _Bybit, "okx": _Okx}
 
@@ -416,8 +496,14 @@ def generate(config: SyntheticConfig) -> tuple[list[Frame], dict[str, object]]:
     events = int(config.rate_hz * config.seconds)
     step_ns = 1e9 / config.rate_hz
     next_second = 1_000_000_000
+    script = _script(config, markets, fmts)
+    busy = [0] * len(markets)  # a symbol's random events pause until then (ns)
     for n in range(events):
         ns = int((n + 1) * step_ns)
+        while script and script[0][0] <= ns:
+            at, i, action = script.pop(0)
+            frames += action(at)
+            busy[i] = max(busy[i], at + 2_000_000_000)
         while ns >= next_second:
             for market, fmt in zip(markets, fmts, strict=True):
                 market.tick_second()
@@ -428,6 +514,8 @@ def generate(config: SyntheticConfig) -> tuple[list[Frame], dict[str, object]]:
         i = n % len(markets)
         market, fmt = markets[i], fmts[i]
         roll = rng.random()
+        if ns < busy[i]:
+            continue
         if roll < 0.75:
             changes = market.book_step()
             if changes:  # an empty update would break Binance's U <= u
