@@ -12,7 +12,7 @@ import pytest
 from shm import STREAMS
 from shm.layout import BookState
 from workers.exchanges.feed import Count
-from workers.exchanges.records import Collector, Emitter
+from workers.exchanges.records import FEED_STREAMS, Collector, Emitter
 from workers.exchanges.replay import load_frames, make_feed
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "recorded"
@@ -69,7 +69,7 @@ def mutate(rng: random.Random, frame: bytes) -> bytes:
 @pytest.mark.parametrize("exchange", sorted(RECORDINGS))
 def test_mutated_frames_never_escape(exchange: str) -> None:
     frames = [f for name in RECORDINGS[exchange] for _, f in load_frames(DATA / name)]
-    outs = {s: Collector(STREAMS[s]) for s in STREAMS if s != "events"}
+    outs = {s: Collector(STREAMS[s]) for s in FEED_STREAMS}
     feed = make_feed(exchange, frames, Emitter(1, outs))
     if exchange == "binance":
         for sid, spec in feed.symbols.items():
