@@ -232,6 +232,7 @@ ANALYTICS = _record([  # the detectors' continuous values per symbol (a latest t
     ("ask_wall_qty", np.float64), ("bid_wall_since_ns", np.int64),
     ("ask_wall_since_ns", np.int64), ("regime", np.int64),
     ("funding_rate", np.float64), ("funding_spread", np.float64), ("basis", np.float64),
+    ("funding_predicted", np.float64),
 ])
 
 BOOK_DEPTH = 20

@@ -57,12 +57,14 @@ def test_runner_aggregates_funding_across_exchanges(instance: str) -> None:
     rings = {ex: shm.Writer(shm.segment_name(instance, ex, "funding"), shm.FUNDING, 1024)
              for ex in ("binance", "bybit")}
     try:
-        rings["binance"].commit(funding((1, 0, 0.0001, np.nan, 101.0, 100.0, 5))[0])
+        rings["binance"].commit(funding((1, 0, 0.0001, 0.0002, 101.0, 100.0, 5))[0])
         rings["bybit"].commit(funding((2, 0, 0.0004, np.nan, 100.0, np.nan, 5))[0])
         assert runner.step() == 2
         rows = {ex: runner.rows[ex] for ex in ("binance", "bybit")}
         assert rows["binance"][0]["funding_rate"] == 0.0001
         assert rows["binance"][0]["basis"] == pytest.approx(0.01)
+        assert rows["binance"][0]["funding_predicted"] == 0.0002
+        assert np.isnan(rows["bybit"][0]["funding_predicted"])  # not published
         assert rows["bybit"][0]["funding_spread"] == pytest.approx(0.0003)
         assert rows["binance"][0]["funding_spread"] == pytest.approx(0.0003)
         assert np.isnan(rows["binance"][1]["funding_rate"])  # spot: no funding

@@ -23,7 +23,7 @@ def test_every_stream_has_the_common_prefix(stream: str) -> None:
 def test_documented_record_sizes() -> None:
     sizes = {name: dt.itemsize for name, dt in shm.STREAMS.items()}
     assert sizes == {"trades": 80, "bbo": 88, "depth": 88, "book": 704, "liquidations": 72,
-                     "funding": 88, "open_interest": 64, "events": 144, "analytics": 264}
+                     "funding": 88, "open_interest": 64, "events": 144, "analytics": 272}
 
 
 def test_book_depth_changes_the_hash() -> None:

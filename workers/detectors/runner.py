@@ -33,7 +33,7 @@ from .book_state import BookStateMonitor
 from .candles import CandleState
 from .cvd import CvdState
 from .events import EventBuffer, EventKind, emit
-from .funding import A_SPREAD, F_BASIS, F_RATE, FundingState, base_asset
+from .funding import A_SPREAD, F_BASIS, F_PREDICTED, F_RATE, FundingState, base_asset
 from .heatmap import HeatmapState
 from .iceberg import IcebergState
 from .imbalance import ImbalanceState
@@ -151,9 +151,11 @@ class ExchangeDetectors:
             nan = np.full(n, np.nan)
             rows["funding_rate"] = np.where(known, latest[:, F_RATE], nan)
             rows["basis"] = np.where(known, latest[:, F_BASIS], nan)
+            rows["funding_predicted"] = np.where(known, latest[:, F_PREDICTED], nan)
             rows["funding_spread"] = np.where(known, self.funding.summary[a, A_SPREAD], nan)
         else:
-            rows["funding_rate"] = rows["funding_spread"] = rows["basis"] = np.nan
+            for name in ("funding_rate", "funding_spread", "basis", "funding_predicted"):
+                rows[name] = np.nan
         rows["seq"] += 1
 
     def forget(self, stream: str, events: EventBuffer, now_ns: int) -> None:
