@@ -12,6 +12,7 @@ from pathlib import Path
 import msgspec
 
 __all__ = [
+    "KERNELS",
     "Config",
     "ConfigError",
     "ConnectionConfig",
@@ -142,10 +143,15 @@ class SymbolThresholds(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 raise ValueError(f"{name} must be ≥ 0 (0 disables)")
 
 
+KERNELS = ("cvd", "candles", "stats24h", "whale", "price_moves", "spoofing", "iceberg",
+           "book_state", "imbalance", "heatmap", "liquidations", "open_interest", "funding")
+
+
 class DetectorsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``[detectors]``: the detector process (notional thresholds in quote currency)."""
 
     enabled: bool = False
+    kernels: tuple[str, ...] = KERNELS     # which kernels run (names: engine.config.KERNELS)
     cpu: int = -1                          # CPU to pin the process to; -1: no pinning
     events_ring_capacity: int = 65_536     # records in the events ring (power of two)
     idle_wait_us: int = 1_000              # idle: park on the first trades ring this long
@@ -191,6 +197,9 @@ class DetectorsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("imbalance_decay must be in (0, 1]")
         if self.cpu < -1:
             raise ValueError("cpu must be -1 (no pinning) or a CPU number")
+        unknown = set(self.kernels) - set(KERNELS)
+        if unknown:
+            raise ValueError(f"unknown kernels {sorted(unknown)}; known: {', '.join(KERNELS)}")
 
 
 class ExchangesConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

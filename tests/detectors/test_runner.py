@@ -100,3 +100,20 @@ def test_idle_step_parks_on_the_trades_ring_and_wakes_on_commit(instance: str) -
     finally:
         trades.close()
         runner.close()
+
+
+def test_only_the_configured_kernels_run(instance: str) -> None:
+    settings = DetectorsConfig(kernels=("cvd",), whale_min_usd=1.0, whale_burst_usd=0.0)
+    runner = DetectorRunner(instance, {"binance": ["BTCUSDT"]}, settings, start="oldest")
+    trades = shm.Writer(shm.segment_name(instance, "binance", "trades"), shm.TRADE, 1024)
+    events = shm.Reader(shm.segment_name(instance, "detectors", "events"), start="oldest")
+    try:
+        trades.commit(_trade(50_000.0, 1.0)[0])
+        assert runner.step() == 1
+        assert len(events.poll(timeout_s=0.2)) == 0  # no whale kernel, no event
+        det = runner.detectors["binance"]
+        assert det.cvd.session[0] == 1.0 and det.stats24h.head[0] == -1  # only CVD ran
+    finally:
+        events.close()
+        trades.close()
+        runner.close()

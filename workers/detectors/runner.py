@@ -92,29 +92,33 @@ class ExchangeDetectors:
             self.iceberg.min_usd[sid] = pick(over.iceberg_min_usd, settings.iceberg_min_usd)
         self.symbols = symbols
         self.funding: FundingState | None = None  # shared across exchanges (set by the runner)
+        on = set(settings.kernels)
+        Step = Callable[[np.ndarray, EventBuffer, int], None]
+        table: dict[str, list[tuple[str, Step]]] = {
+            "trades": [("cvd", lambda r, e, t: self.cvd.update(r)),
+                       ("stats24h", lambda r, e, t: self.stats24h.update(r)),
+                       ("candles", self.candles.update), ("whale", self.whale.update),
+                       ("price_moves", self.price_moves.update),
+                       ("spoofing", self.spoofing.trades), ("iceberg", self.iceberg.trades)],
+            "book": [("book_state", self.book_state.update),
+                     ("imbalance", lambda r, e, t: self.imbalance.update(r)),
+                     ("heatmap", lambda r, e, t: self.heatmap.update(r)),
+                     ("spoofing", self.spoofing.books), ("iceberg", self.iceberg.books)],
+            "liquidations": [("liquidations", self.liquidations.update)],
+            "open_interest": [("open_interest", lambda r, e, t: self.open_interest.update(r))],
+            "funding": [("funding", self._funding)]}
+        #: per stream, the enabled kernels' steps, in a fixed order
+        self.steps = {stream: [step for name, step in steps if name in on]
+                      for stream, steps in table.items()}
+
+    def _funding(self, records: np.ndarray, events: EventBuffer, now_ns: int) -> None:
+        if self.funding is not None:
+            self.funding.update(records)
 
     def run(self, stream: str, records: np.ndarray, events: EventBuffer, now_ns: int) -> None:
-        """Feed one batch of ``stream`` records to the kernels that take it."""
-        if stream == "trades":
-            self.cvd.update(records)
-            self.stats24h.update(records)
-            self.candles.update(records, events, now_ns)
-            self.whale.update(records, events, now_ns)
-            self.price_moves.update(records, events, now_ns)
-            self.spoofing.trades(records, events, now_ns)
-            self.iceberg.trades(records, events, now_ns)
-        elif stream == "book":
-            self.book_state.update(records, events, now_ns)
-            self.imbalance.update(records)
-            self.heatmap.update(records)
-            self.spoofing.books(records, events, now_ns)
-            self.iceberg.books(records, events, now_ns)
-        elif stream == "liquidations":
-            self.liquidations.update(records, events, now_ns)
-        elif stream == "open_interest":
-            self.open_interest.update(records)
-        elif stream == "funding" and self.funding is not None:
-            self.funding.update(records)
+        """Feed one batch of ``stream`` records to the enabled kernels that take it."""
+        for step in self.steps[stream]:
+            step(records, events, now_ns)
 
     def analytics(self, rows: np.ndarray, now_ns: int) -> None:
         """Fill ``rows`` (``shm.ANALYTICS``, one per symbol id) with the continuous values."""
