@@ -6,6 +6,7 @@ batching does not change anything."""
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from workers.detectors.price_moves import (
 )
 
 S = 1_000_000_000
-CFG = dict(momentum_s=10, short_s=30, long_s=300, k_sigma=4.0, volume_ratio=2.0,
+CFG = dict(momentum_s=10, short_s=30, medium_s=120, long_s=300, k_sigma=4.0, volume_ratio=2.0,
            vol_ratio=3.0, cooldown_s=30)
 
 
@@ -102,11 +103,14 @@ def test_an_injected_move_with_volume_fires_once() -> None:
     assert e["values"][1] >= 4.0 and e["values"][3] >= 2.0  # σ multiple, volume ratio
 
 
-def test_a_volatility_burst_fires_within_the_cooldown_once() -> None:
+def test_a_volatility_burst_fires_on_both_timeframes_once_per_cooldown() -> None:
     got = run(market(1200, 3, burst_at=1000))
     vol = got[got["kind"] == EventKind.VOLATILITY]
-    assert 1 <= len(vol) <= 2  # 40 s burst, 30 s cooldown
+    seconds = [int(t) // S for t in vol["ts_exchange_ns"]]
+    assert 1000 < seconds[0] < 1040 and all(b - a >= 30 for a, b in pairwise(seconds))
     assert vol[0]["values"][2] >= 3.0 and vol[0]["values"][3:5].tolist() == [30.0, 300.0]
+    # after the 40 s burst the 30 s window calms down first; the 120 s one still sees it
+    assert 120.0 in vol["values"][1:, 3].tolist() and seconds[-1] < 1000 + 40 + 120
 
 
 def test_history_batching_and_config() -> None:

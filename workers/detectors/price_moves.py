@@ -9,8 +9,9 @@ and per-second log returns ``rᵢ = ln(pᵢ / pᵢ₋₁)``:
   ``|m| ≥ k · σ · √W`` and the volume of the last ``W`` seconds is at least ``volume_ratio`` ×
   the average volume per ``W`` before them, ``σ`` being the standard deviation of the returns
   of the ``long_s`` window before the last ``W`` seconds.
-* **Volatility spike**: ``σ_short / σ_base ≥ vol_ratio``, ``σ_short`` over the last
-  ``short_s`` seconds and ``σ_base`` over the rest of the ``long_s`` window.
+* **Volatility spike**, on two timeframes: ``σ_w / σ_base ≥ vol_ratio`` for ``w`` = ``short_s``
+  or ``medium_s``, ``σ_w`` over the last ``w`` seconds and ``σ_base`` over the rest of the
+  ``long_s`` window (the shorter timeframe is checked first; one event per cooldown).
 
 * **Mean reversion**: ``z = (p_h − VWAP) / σ_p`` over ``long_s`` (``σ_p`` the standard
   deviation of the per-second prices); ``|z|`` rising to ``reversion_z`` fires once, and the
@@ -64,14 +65,16 @@ class PriceMoveConfig:
     """Windows (s) and thresholds; validated here, read by the kernel as one float array."""
 
     def __init__(self, momentum_s: int = 10, short_s: int = 60, long_s: int = 900,
+                 medium_s: int = 300,
                  k_sigma: float = 4.0, volume_ratio: float = 2.0, vol_ratio: float = 3.0,
                  cooldown_s: int = 30, reversion_z: float = 4.0,
                  reversion_exit_z: float = 1.0, regime_trend_t: float = 2.0,
                  regime_volatile: float = 2.0, regime_quiet: float = 0.5,
                  regime_confirm_s: int = 30, regime_baseline_s: float = 3600.0) -> None:
-        if not 2 <= momentum_s < long_s or not 2 <= short_s < long_s:
-            raise ValueError(f"PriceMoveConfig: need 2 ≤ momentum_s, short_s < long_s, got "
-                             f"{momentum_s}, {short_s}, {long_s}")
+        if not 2 <= momentum_s < long_s or not 2 <= short_s <= medium_s < long_s:
+            raise ValueError(f"PriceMoveConfig: need 2 ≤ momentum_s < long_s and 2 ≤ short_s "
+                             f"≤ medium_s < long_s, got {momentum_s}, {short_s}, {medium_s}, "
+                             f"{long_s}")
         for name, value in (("k_sigma", k_sigma), ("volume_ratio", volume_ratio),
                             ("vol_ratio", vol_ratio)):
             if not value > 0:
@@ -90,8 +93,8 @@ class PriceMoveConfig:
         alpha = 1.0 - 0.5 ** (1.0 / regime_baseline_s)
         self.params = np.array([momentum_s, short_s, long_s, k_sigma, volume_ratio, vol_ratio,
                                 cooldown_s, reversion_z, reversion_exit_z, regime_trend_t,
-                                regime_volatile, regime_quiet, regime_confirm_s, alpha],
-                               np.float64)
+                                regime_volatile, regime_quiet, regime_confirm_s, alpha,
+                                medium_s], np.float64)
         self.long_s = long_s
 
 
@@ -190,12 +193,16 @@ def _evaluate(t, s, h, params, price, prev, volume, quote, second, ints, baselin
         emit(out, out_state, t, _MOMENTUM, _HIGH, 1 if move > 0 else -1, ts_detect_ns, move,
              abs(move) / (sigma * math.sqrt(w)), vol_w, vol_w / avg_w if avg_w > 0 else np.inf,
              last, p_w, float(w), 0.0)
-    sigma_short = _stdev(rets[count - short:count], short)
-    sigma_base = _stdev(rets, count - short)
-    if sigma_base > 0.0 and h >= ints[s, I_VOL_UNTIL] and sigma_short >= params[5] * sigma_base:
-        ints[s, I_VOL_UNTIL] = h + int(params[6])
-        emit(out, out_state, t, _VOLATILITY, _HIGH, 0, ts_detect_ns, sigma_short, sigma_base,
-             sigma_short / sigma_base, float(short), float(long_), last, 0.0, 0.0)
+    for span in (short, int(params[14])):  # the two timeframes, shorter first
+        if h < ints[s, I_VOL_UNTIL]:
+            break
+        sigma_short = _stdev(rets[count - span:count], span)
+        sigma_base = _stdev(rets, count - span)
+        if sigma_base > 0.0 and sigma_short >= params[5] * sigma_base:
+            ints[s, I_VOL_UNTIL] = h + int(params[6])
+            emit(out, out_state, t, _VOLATILITY, _HIGH, 0, ts_detect_ns, sigma_short,
+                 sigma_base, sigma_short / sigma_base, float(span), float(long_), last, 0.0,
+                 0.0)
     sigma_p = _stdev(prices, count)
     if vol_long > 0.0 and sigma_p > 0.0:
         vwap = notional / vol_long
