@@ -111,7 +111,11 @@ class Segment:
 
     @classmethod
     def open(cls, name: str, writable: bool = False, magic: int = MAGIC) -> Segment:
-        """Map an existing segment, read-only unless ``writable``, and check its magic."""
+        """Map an existing segment, read-only unless ``writable``, and check its magic.
+
+        A file that is empty or whose magic is still 0 is a segment its writer is creating
+        (the header is written magic last): :class:`SegmentNotFound`, like a missing one, so a
+        consumer that attaches early simply retries."""
         path = os.path.join(SHM_DIR, name)
         try:
             fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
@@ -119,13 +123,18 @@ class Segment:
             raise SegmentNotFound(f"segment {name} not found in {SHM_DIR}") from None
         try:
             size = os.fstat(fd).st_size
+            if size == 0:
+                raise SegmentNotFound(f"segment {name} is being created")
             if size < HEADER_SIZE:
                 raise LayoutMismatch(f"segment {name}: {size} bytes is smaller than a header")
             seg = cls.from_fd(name, fd, writable)
         finally:
             os.close(fd)
         if seg.get(H.MAGIC) != magic:
+            found = seg.get(H.MAGIC)
             seg.close()
+            if found == 0:
+                raise SegmentNotFound(f"segment {name} is being created")
             raise LayoutMismatch(f"segment {name}: bad magic (not a microstream segment)")
         if magic == MAGIC and seg.get(H.LAYOUT_VERSION) != LAYOUT_VERSION:
             version = seg.get(H.LAYOUT_VERSION)

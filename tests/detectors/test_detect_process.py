@@ -19,6 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workers"))
 from feed_live import start_worker, stop_worker, wait_for, write_config
 
 
+def _attach(name: str) -> shm.Reader | None:
+    try:
+        return shm.Reader(name, start="oldest")
+    except shm.SegmentNotFound:  # not created yet, or being created
+        return None
+
+
 def test_detector_process_over_a_live_feed(tmp_path: Path, instance: str) -> None:
     symbols = [{"symbol": s, "market": "linear", "streams": ["trades", "book", "depth"]}
                for s in ("BTCUSDT", "ETHUSDT")]
@@ -34,8 +41,7 @@ def test_detector_process_over_a_live_feed(tmp_path: Path, instance: str) -> Non
                                   stderr=open(tmp_path / "detect.log", "wb"))
         try:
             name = shm.segment_name(instance, "detectors", "events")
-            wait_for(lambda: Path(shm.SHM_DIR, name).exists(), 60, "the events ring")
-            events = shm.Reader(name, start="oldest")
+            events = wait_for(lambda: _attach(name), 60, "the events ring")
             got: list[np.ndarray] = []
             deadline = time.monotonic() + 60
             while sum(len(g) for g in got) < 50 and time.monotonic() < deadline:

@@ -171,3 +171,20 @@ def test_poll_into_reuses_one_buffer(name: str) -> None:
         assert n == 4 and r.stats.lapped == 1 and mismatches(buf[:n]) == 0
         with pytest.raises(shm.LayoutMismatch, match="poll_into"):
             r.poll_into(np.zeros(4, shm.BBO))
+
+
+def test_a_segment_being_created_is_not_found_yet(name: str) -> None:
+    path = os.path.join(shm.SHM_DIR, name)
+    with open(path, "wb"):
+        pass  # created, not sized yet
+    with pytest.raises(shm.SegmentNotFound, match="being created"):
+        shm.Reader(name)
+    with open(path, "wb") as f:
+        f.write(bytes(8192))  # sized, header not written yet (magic is written last)
+    with pytest.raises(shm.SegmentNotFound, match="being created"):
+        shm.Reader(name)
+    with open(path, "wb") as f:
+        f.write(b"x" * 8192)  # something else entirely
+    with pytest.raises(shm.LayoutMismatch, match="bad magic"):
+        shm.Reader(name)
+    os.unlink(path)
