@@ -117,3 +117,32 @@ def test_only_the_configured_kernels_run(instance: str) -> None:
         events.close()
         trades.close()
         runner.close()
+
+
+def test_silent_channels_of_a_feed_worker_raise_an_alert(instance: str) -> None:
+    from workers.exchanges.worker import STATS
+
+    ticks = iter(range(0, 10**12, 200_000_000))  # every step is 200 ms later: a refresh
+    runner = DetectorRunner(instance, {"binance": ["BTCUSDT"]}, clock=lambda: next(ticks))
+    stats = shm.LatestWriter(shm.segment_name(instance, "binance", "stats", suffix="latest"),
+                             STATS, 1)
+    events = shm.Reader(shm.segment_name(instance, "detectors", "events"), start="oldest")
+    try:
+        row = np.zeros(1, STATS)
+        row["connections"], row["connections_up"] = 2, 2
+        stats.update(0, row[0])
+        runner.step()                      # the counter's first value: no alert
+        assert len(events.poll(timeout_s=0.1)) == 0
+        row["silent_channels"] = 2
+        stats.update(0, row[0])
+        runner.step()
+        got = events.poll(timeout_s=1.0)
+        assert got["kind"].tolist() == [EventKind.CHANNEL_SILENT]
+        assert got[0]["values"][:4].tolist() == [2.0, 2.0, 2.0, 2.0]
+        assert got[0]["priority"] == shm.Priority.CRITICAL
+        runner.step()                      # unchanged: quiet
+        assert len(events.poll(timeout_s=0.1)) == 0
+    finally:
+        events.close()
+        stats.close()
+        runner.close()

@@ -37,6 +37,7 @@ class EventKind(IntEnum):
     REGIME = 11          # the market regime changed (quiet, ranging, trending, volatile)
     SPOOF = 12           # large size placed near the touch and pulled, not traded
     ICEBERG = 13         # a touch price refilling while trades take far more than it shows
+    CHANNEL_SILENT = 14  # a feed worker flagged subscribed channels as silent (exchange level)
 
 
 # what values[0..] mean per kind (the README's "Detector events" table; unnamed slots are 0)
@@ -62,6 +63,7 @@ VALUE_NAMES: dict[EventKind, tuple[str, ...]] = {
                       "distance_bps"),
     EventKind.ICEBERG: ("price", "traded", "largest_shown", "refills", "traded_ratio",
                         "duration_s", "usd_value"),
+    EventKind.CHANNEL_SILENT: ("new_silent", "silent_total", "connections_up", "connections"),
 }
 assert set(VALUE_NAMES) == set(EventKind) and max(map(len, VALUE_NAMES.values())) <= 8
 

@@ -235,6 +235,8 @@ class DetectorRunner:
         self.readers: dict[tuple[str, str], Any] = {}
         self.generations: dict[tuple[str, str], int] = {}
         self._retry_at: dict[tuple[str, str], float] = {}
+        self._stats: dict[str, shm.LatestReader] = {}   # feed workers' stats tables
+        self._silent: dict[str, int] = {}               # their silent_channels counters
         self.records = 0
         self.discontinuities = 0
 
@@ -269,15 +271,44 @@ class DetectorRunner:
             done = self._poll(exchange, det, "trades", wait_s)
             if not done and self._reader(exchange, "trades") is None:
                 time.sleep(wait_s)  # no ring to park on yet
+        now = self.clock()
+        refresh = now >= self._next_analytics
+        if refresh:
+            self._next_analytics = now + self._interval_ns
+            self.check_feeds(now)
         events = self.events.take()
         if len(events):
             self.writer.commit_batch(events)
         self.records += done
-        now = self.clock()
-        if now >= self._next_analytics:
-            self._next_analytics = now + self._interval_ns
+        if refresh:
             self.publish_analytics(now)
         return done
+
+    def check_feeds(self, now_ns: int) -> None:
+        """A CRITICAL ``CHANNEL_SILENT`` event for each exchange whose feed worker flagged new
+        silent channels (its stats table's ``silent_channels`` counter went up)."""
+        for ex, det in self.detectors.items():
+            table = self._stats.get(ex)
+            if table is None:
+                try:
+                    table = self._stats[ex] = shm.LatestReader(
+                        shm.segment_name(self.instance, ex, "stats", suffix="latest"))
+                except shm.ShmError:
+                    continue  # no feed worker (yet)
+            row = table.get(0)
+            if row is None:
+                continue
+            silent = int(row["silent_channels"])
+            seen = self._silent.get(ex)
+            self._silent[ex] = silent
+            if seen is not None and silent > seen:
+                trigger = np.zeros(1, BOOK)[0]
+                trigger["exchange"], trigger["ts_mono_ns"] = det.exchange_id, now_ns
+                trigger["ts_recv_ns"] = int(row["ts_ns"])
+                emit(self.events.records, self.events.state, trigger,
+                     int(EventKind.CHANNEL_SILENT), int(Priority.CRITICAL), 0, now_ns,
+                     float(silent - seen), float(silent), float(row["connections_up"]),
+                     float(row["connections"]), 0.0, 0.0, 0.0, 0.0)
 
     def publish_analytics(self, now_ns: int) -> None:
         """Refresh every exchange's analytics latest table (done every
@@ -316,4 +347,6 @@ class DetectorRunner:
             reader.close()
         for table in self.tables.values():
             table.close()
+        for stats in self._stats.values():
+            stats.close()
         self.writer.close()
