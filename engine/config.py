@@ -152,6 +152,7 @@ class DetectorsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     enabled: bool = False
     kernels: tuple[str, ...] = KERNELS     # which kernels run (names: engine.config.KERNELS)
+    exchanges: tuple[str, ...] = ()        # whose rings to read (empty: every enabled one)
     cpu: int = -1                          # CPU to pin the process to; -1: no pinning
     events_ring_capacity: int = 65_536     # records in the events ring (power of two)
     idle_wait_us: int = 1_000              # idle: park on the first trades ring this long
@@ -259,6 +260,14 @@ def configured_names(cfg: ExchangeConfig) -> list[str]:
 
 
 def _check_detector_symbols(path: Path, config: Config) -> None:
+    for name in config.detectors.exchanges:
+        section = getattr(config.exchanges, name, None) if name in \
+            ExchangesConfig.__struct_fields__ else None
+        if section is None or not section.enabled:
+            enabled = [n for n in ExchangesConfig.__struct_fields__
+                       if getattr(config.exchanges, n).enabled]
+            raise ConfigError(f"{path}: exchange {name!r} is not an enabled exchange (enabled: "
+                              f"{', '.join(enabled) or 'none'}) - at `$.detectors.exchanges`")
     for key in config.detectors.symbols:
         exchange, _, name = key.partition(":")
         cfg = getattr(config.exchanges, exchange, None) if exchange in \

@@ -39,6 +39,7 @@ def test_overrides_use_latest_table_names(tmp_path: Path) -> None:
     ("[detectors]\nenabled = true\ncpu = 999\n", "cpu 999"),
     ("[detectors]\ncolour = 1\n", "colour"),
     ("[detectors]\nkernels = ['cvd', 'tarot']\n", "unknown kernels ['tarot']"),
+    ("[detectors]\nexchanges = ['okx']\n", "exchange 'okx' is not an enabled exchange"),
 ])
 def test_errors_name_file_and_key(tmp_path: Path, text: str, needle: str) -> None:
     path = tmp_path / "bad.toml"

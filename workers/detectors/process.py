@@ -50,7 +50,8 @@ def run_detectors(config: Config, duration_s: float | None = None) -> int:
         os.sched_setaffinity(0, {cfg.cpu})
     exchanges = {name: configured_names(getattr(config.exchanges, name))
                  for name in ExchangesConfig.__struct_fields__
-                 if getattr(config.exchanges, name).enabled}
+                 if getattr(config.exchanges, name).enabled
+                 and (not cfg.exchanges or name in cfg.exchanges)}
     warm_kernels(cfg)
     markets = {name: [s.market for s in getattr(config.exchanges, name).symbols]
                for name in exchanges}
