@@ -18,7 +18,8 @@ import numpy as np
 
 from shm.layout import EVENT, EVENT_VALUES
 
-__all__ = ["ST_COUNT", "ST_DROPPED", "VALUE_NAMES", "EventBuffer", "EventKind", "emit"]
+__all__ = ["ST_COUNT", "ST_DROPPED", "VALUE_NAMES", "EventBuffer", "EventKind", "emit",
+           "keep_trigger"]
 
 
 class EventKind(IntEnum):
@@ -105,6 +106,20 @@ def emit(out, state, trigger, kind, priority, side, ts_detect_ns, v0, v1, v2, v3
 
 
 assert EVENT_VALUES == 8  # emit writes eight values
+
+
+@nb.njit(cache=True, inline="always")
+def keep_trigger(dst, src):  # pragma: no cover - njit
+    """Copy the common prefix of record ``src`` into ``dst`` (a kept trigger: a kernel that
+    decides later emits the event with the record that caused it)."""
+    dst.seq = src.seq
+    dst.ts_exchange_ns = src.ts_exchange_ns
+    dst.ts_recv_ns = src.ts_recv_ns
+    dst.ts_mono_ns = src.ts_mono_ns
+    dst.ts_commit_ns = src.ts_commit_ns
+    dst.symbol_id = src.symbol_id
+    dst.exchange = src.exchange
+    dst.market = src.market
 
 
 class EventBuffer:

@@ -18,7 +18,7 @@ import numpy as np
 
 from shm.layout import DEPTH, BookState, Priority
 
-from .events import EventBuffer, EventKind, emit
+from .events import EventBuffer, EventKind, emit, keep_trigger
 
 __all__ = ["IcebergState", "iceberg_books", "iceberg_trades"]
 
@@ -132,15 +132,7 @@ def iceberg_books(books, min_usd, f, i, trigger, watermark, params, out, out_sta
                 f[s, side, 1] = f[s, side, 0]
                 i[s, side, 1] = i[s, side, 0]
                 i[s, side, 1, E_T1] = ts
-                r = trigger[s, side]
-                r.seq = b.seq
-                r.ts_exchange_ns = ts
-                r.ts_recv_ns = b.ts_recv_ns
-                r.ts_mono_ns = b.ts_mono_ns
-                r.ts_commit_ns = b.ts_commit_ns
-                r.symbol_id = s
-                r.exchange = b.exchange
-                r.market = b.market
+                keep_trigger(trigger[s, side], b)
             e[E_PX], e[E_SHOWN], e[E_LAST], e[E_TRADED] = px, size, size, 0.0
             i[s, side, 0, E_ON], i[s, side, 0, E_REFILLS], i[s, side, 0, E_T0] = 1, 0, ts
         for side in range(2):

@@ -24,7 +24,7 @@ import numpy as np
 
 from shm.layout import DEPTH, BookState, Priority
 
-from .events import EventBuffer, EventKind, emit
+from .events import EventBuffer, EventKind, emit, keep_trigger
 
 __all__ = ["SpoofState", "spoof_books", "spoof_trades"]
 
@@ -153,15 +153,7 @@ def spoof_books(books, min_usd, f, i, trigger, watermark, params, out, out_state
                 i[s, side, m, I_STATE] = PULLED
                 i[s, side, m, I_T1] = ts
                 c[F_PULLED] = c[F_SIZE] - now
-                r = trigger[s, side, m]
-                r.seq = b.seq
-                r.ts_exchange_ns = ts
-                r.ts_recv_ns = b.ts_recv_ns
-                r.ts_mono_ns = b.ts_mono_ns
-                r.ts_commit_ns = b.ts_commit_ns
-                r.symbol_id = s
-                r.exchange = b.exchange
-                r.market = b.market
+                keep_trigger(trigger[s, side, m], b)
             # new candidates near the touch
             best = px[0]
             total = 0.0

@@ -33,7 +33,7 @@ from shm.layout import DEPTH, FLAG_LAST_IN_MESSAGE, FLAG_NOT_LIVE, FLAG_SNAPSHOT
 from .book import Book, _apply_one
 
 __all__ = ["APPLIED", "CROSSED", "OVERFLOW", "BookCommitter", "book_message_kernel",
-           "depth_row"]
+           "depth_row", "fill_prefix"]
 
 APPLIED, OVERFLOW, CROSSED = 0, -1, -2   # book_message_kernel results below zero
 _LIVE = int(BookState.LIVE)
@@ -59,9 +59,9 @@ CTX_LEN = 16 + len(BOOK_FIELDS)
 
 
 @nb.njit(cache=True, inline="always")
-def depth_row(r, ts_ex, recv, mono, sid, exchange, market, flags, price, qty, update_id,
-              prev_id, epoch, side, state):  # pragma: no cover - njit
-    """Fill one depth record (a numba record view)."""
+def fill_prefix(r, ts_ex, recv, mono, sid, exchange, market, flags):  # pragma: no cover
+    """Fill the common prefix of a record (a numba record view); seq and ts_commit_ns are the
+    commit's."""
     r.ts_exchange_ns = ts_ex
     r.ts_recv_ns = recv
     r.ts_mono_ns = mono
@@ -69,6 +69,13 @@ def depth_row(r, ts_ex, recv, mono, sid, exchange, market, flags, price, qty, up
     r.exchange = exchange
     r.market = market
     r.flags = flags
+
+
+@nb.njit(cache=True, inline="always")
+def depth_row(r, ts_ex, recv, mono, sid, exchange, market, flags, price, qty, update_id,
+              prev_id, epoch, side, state):  # pragma: no cover - njit
+    """Fill one depth record (a numba record view)."""
+    fill_prefix(r, ts_ex, recv, mono, sid, exchange, market, flags)
     r.price = price
     r.qty = qty
     r.update_id = update_id

@@ -36,7 +36,7 @@ from shm.layout import (
 )
 
 from .book import Book
-from .book_commit import BookCommitter, depth_row
+from .book_commit import BookCommitter, depth_row, fill_prefix
 
 __all__ = ["FEED_STREAMS", "Collector", "Emitter", "Output"]
 
@@ -152,13 +152,7 @@ def trade_commit_kernel(hdr, ring, mask, words, stamp_word, waiters, stage, exch
     """Fill one trade record in the staging row at ``stage`` and commit it to the ring given
     by its :meth:`shm.Writer.commit_target` (``hdr`` .. ``waiters``); the commit's result."""
     r = nb.carray(_TRADE_REC(stage), (1,))[0]
-    r.ts_exchange_ns = ts_ex
-    r.ts_recv_ns = recv
-    r.ts_mono_ns = mono
-    r.symbol_id = sid
-    r.exchange = exchange
-    r.market = market
-    r.flags = flags
+    fill_prefix(r, ts_ex, recv, mono, sid, exchange, market, flags)
     r.price = price
     r.qty = qty
     r.trade_id = trade_id
