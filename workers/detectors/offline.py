@@ -67,6 +67,7 @@ def detect_lines(feed: Feed, sink: ReplaySink,
             yield line
     if events.dropped:
         raise RuntimeError(f"{events.dropped} events did not fit the buffer")
+    det.stats24h.refresh()
     for sid in sorted(names):
         cvd = det.cvd.windows[sid]
         day = det.stats24h.stats[sid]

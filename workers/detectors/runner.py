@@ -96,7 +96,7 @@ class ExchangeDetectors:
         Step = Callable[[np.ndarray, EventBuffer, int], None]
         table: dict[str, list[tuple[str, Step]]] = {
             "trades": [("cvd", lambda r, e, t: self.cvd.update(r)),
-                       ("stats24h", lambda r, e, t: self.stats24h.update(r)),
+                       ("stats24h", lambda r, e, t: self.stats24h.add(r)),
                        ("candles", self.candles.update), ("whale", self.whale.update),
                        ("price_moves", self.price_moves.update),
                        ("spoofing", self.spoofing.trades), ("iceberg", self.iceberg.trades)],
@@ -123,6 +123,7 @@ class ExchangeDetectors:
     def analytics(self, rows: np.ndarray, now_ns: int) -> None:
         """Fill ``rows`` (``shm.ANALYTICS``, one per symbol id) with the continuous values."""
         n = len(rows)
+        self.stats24h.refresh()
         day = self.stats24h.stats[:n]
         rows["ts_exchange_ns"] = np.maximum(self.stats24h.last_ns[:n], 0)
         rows["ts_commit_ns"] = now_ns

@@ -3,8 +3,9 @@
 The window is 1440 one-minute buckets of exchange time: once the newest trade of a symbol is in
 minute ``h``, it covers minutes ``h − 1439 .. h``. Each trade updates its minute's bucket in
 O(1) (a late trade still counts if its minute is covered; one older is ignored and counted in
-``late``); at the end of a batch the statistics of every symbol the batch touched are
-recomputed from its buckets (O(1440) per symbol and batch, not per trade). ``open`` is the
+``late``); a refresh recomputes the statistics of every symbol touched since the last one from
+its buckets (O(1440) per symbol: per batch with :meth:`Stats24hState.update`, per publication
+in the detector runner). ``open`` is the
 first trade of the oldest non-empty minute in the window; ``last`` the trade with the newest
 exchange time (a late trade does not replace it); ``change = last − open``, ``change_pct``
 in percent. Because the statistics are a function of the buckets alone, any batching of the
@@ -18,7 +19,7 @@ import numpy as np
 
 from .checks import usable_trade
 
-__all__ = ["MINUTES", "Stats24hState", "stats24h_update"]
+__all__ = ["MINUTES", "Stats24hState", "stats24h_add", "stats24h_refresh"]
 
 MINUTES = 1440
 _MIN_NS = 60_000_000_000
@@ -46,8 +47,19 @@ class Stats24hState:
 
     def update(self, trades: np.ndarray) -> None:
         """Apply one batch of trade records and refresh the touched symbols' statistics."""
-        stats24h_update(trades, self.buckets, self.first_ns, self.minute, self.head,
-                        self.last_ns, self.stats, self.late, self.skipped, self._touched)
+        self.add(trades)
+        self.refresh()
+
+    def add(self, trades: np.ndarray) -> None:
+        """Apply one batch of trade records to the buckets only (O(1) a record); the
+        statistics follow on :meth:`refresh` (O(1440) per touched symbol): the detector runner
+        refreshes when it publishes, not on every batch."""
+        stats24h_add(trades, self.buckets, self.first_ns, self.minute, self.head, self.last_ns,
+                     self.stats, self.late, self.skipped, self._touched)
+
+    def refresh(self) -> None:
+        """Recompute the statistics of the symbols touched since the last refresh."""
+        stats24h_refresh(self.buckets, self.minute, self.head, self.stats, self._touched)
 
     def reset(self, symbol_id: int) -> None:
         """Forget a symbol (a ring discontinuity)."""
@@ -58,9 +70,9 @@ class Stats24hState:
 
 
 @nb.njit(cache=True)
-def stats24h_update(trades, buckets, first_ns, minute, head, last_ns, stats, late, skipped,
-                    touched):  # pragma: no cover - njit
-    """Apply a batch of trades, then recompute each touched symbol (module docstring)."""
+def stats24h_add(trades, buckets, first_ns, minute, head, last_ns, stats, late, skipped,
+                 touched):  # pragma: no cover - njit
+    """Apply a batch of trades to the minute buckets (see the module docstring)."""
     for i in range(len(trades)):
         t = trades[i]
         if not usable_trade(t, len(head)) or t.ts_exchange_ns < 0:
@@ -93,6 +105,11 @@ def stats24h_update(trades, buckets, first_ns, minute, head, last_ns, stats, lat
             last_ns[s] = ts
             stats[s, S_LAST] = px
         touched[s] = 1
+
+
+@nb.njit(cache=True)
+def stats24h_refresh(buckets, minute, head, stats, touched):  # pragma: no cover - njit
+    """Recompute the statistics of each touched symbol from its buckets."""
     for s in range(len(head)):
         if not touched[s]:
             continue
