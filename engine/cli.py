@@ -227,8 +227,9 @@ def _run(args: argparse.Namespace) -> int:
 
     explicit = args.config != "config.toml"
     config = load_config(args.config) if explicit or Path(args.config).exists() else Config()
-    print(f"microstream {__version__}: the feed workers, detectors and Redis publisher are not "
-          "built yet, so `run` demonstrates the shared-memory bus.", flush=True)
+    print(f"microstream {__version__}: the supervisor and the Redis publisher are not built "
+          "yet, so `run` demonstrates the shared-memory bus (`microstream feed` and "
+          "`microstream detect` run a feed worker and the detectors).", flush=True)
     demo = config.demo
     return run_demo(args.instance or config.engine.instance,
                     args.duration if args.duration is not None else demo.duration_s,

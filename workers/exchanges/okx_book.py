@@ -20,7 +20,8 @@ reads the first two strings of each level and parses them itself, about 2.5× ch
 by 10^-k, k ≤ 22, is one correctly rounded IEEE operation) gives the same float as
 ``float(text)``; any other number falls back to ``float()``. The kernel then converts sizes to
 the book's float units (``OkxBook.qty_scale``: contracts → base units) and keeps the message's
-parsed levels for the caller's depth records (``OkxBook.message_levels``).
+parsed levels for the caller's depth records (``OkxBook.message_counts`` and
+``message_address``: what ``BookCommitter.publish`` reads).
 
 :class:`OkxSequence` implements the ``seqId``/``prevSeqId`` rule; frames without them (OKX
 before 2022, the recordings) skip it, and only the checksum proves continuity.
