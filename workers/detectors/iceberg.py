@@ -14,11 +14,11 @@ book record that closed the episode. Records are expected in exchange-time order
 from __future__ import annotations
 
 import numba as nb
-import numpy as np
 
 from shm.layout import DEPTH, BookState, Priority
 
-from .events import EventBuffer, EventKind, emit, keep_trigger
+from .events import EventKind, emit, keep_trigger
+from .two_streams import TwoStreamDetector
 
 __all__ = ["IcebergState", "iceberg_books", "iceberg_trades"]
 
@@ -31,7 +31,7 @@ E_PX, E_SHOWN, E_LAST, E_TRADED = range(4)
 E_ON, E_REFILLS, E_T0, E_T1 = range(4)
 
 
-class IcebergState:
+class IcebergState(TwoStreamDetector):
     """Episodes of ``symbols`` symbol ids (see the module docstring)."""
 
     def __init__(self, symbols: int, min_usd: float = 250_000.0, traded_ratio: float = 5.0,
@@ -40,27 +40,9 @@ class IcebergState:
                 or not min_usd >= 0:
             raise ValueError("IcebergState: need symbols ≥ 1, min_refills ≥ 1, "
                              "traded_ratio > 1, grace_s > 0, min_usd ≥ 0")
-        self.min_usd = np.full(symbols, float(min_usd))
-        self.params = np.array([traded_ratio, float(min_refills), grace_s * 1e9])
-        self.f = np.zeros((symbols, 2, 2, 4))
-        self.i = np.zeros((symbols, 2, 2, 4), np.int64)
-        self.trigger = np.zeros((symbols, 2), DEPTH)
-        self.watermark = np.full(symbols, -1, np.int64)
-
-    def trades(self, trades: np.ndarray, events: EventBuffer, ts_detect_ns: int) -> None:
-        """A batch of trade records."""
-        iceberg_trades(trades, self.min_usd, self.f, self.i, self.trigger, self.watermark,
-                       self.params, events.records, events.state, ts_detect_ns)
-
-    def books(self, books: np.ndarray, events: EventBuffer, ts_detect_ns: int) -> None:
-        """A batch of book records."""
-        iceberg_books(books, self.min_usd, self.f, self.i, self.trigger, self.watermark,
-                      self.params, events.records, events.state, ts_detect_ns)
-
-    def reset(self, symbol_id: int) -> None:
-        """Drop a symbol's episodes (a ring discontinuity)."""
-        self.i[symbol_id] = 0
-        self.watermark[symbol_id] = -1
+        # per side two episodes (open, closed awaiting its verdict); trigger: the closing record
+        self._allocate(symbols, min_usd, [traded_ratio, float(min_refills), grace_s * 1e9],
+                       (2, 2, 4), (2, 2, 4), (2,), DEPTH)
 
 
 @nb.njit(cache=True)
@@ -138,3 +120,7 @@ def iceberg_books(books, min_usd, f, i, trigger, watermark, params, out, out_sta
         for side in range(2):
             _verdict(s, side, ts, min_usd, f, i, trigger, watermark, params, out, out_state,
                      ts_detect_ns)
+
+
+IcebergState.trades_kernel = iceberg_trades
+IcebergState.books_kernel = iceberg_books

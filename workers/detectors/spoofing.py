@@ -20,11 +20,11 @@ trades before books in each step.
 from __future__ import annotations
 
 import numba as nb
-import numpy as np
 
 from shm.layout import DEPTH, BookState, Priority
 
-from .events import EventBuffer, EventKind, emit, keep_trigger
+from .events import EventKind, emit, keep_trigger
+from .two_streams import TwoStreamDetector
 
 __all__ = ["SpoofState", "spoof_books", "spoof_trades"]
 
@@ -38,7 +38,7 @@ F_PX, F_SIZE, F_TRADED, F_PULLED, F_BPS = range(5)
 I_STATE, I_T0, I_T1 = range(3)
 
 
-class SpoofState:
+class SpoofState(TwoStreamDetector):
     """Candidates of ``symbols`` symbol ids; thresholds in ``params`` (see the module doc)."""
 
     def __init__(self, symbols: int, min_usd: float = 250_000.0, near_bps: float = 10.0,
@@ -51,28 +51,10 @@ class SpoofState:
                 and max_life_s > 0 and grace_s > 0):
             raise ValueError("SpoofState: need min_usd ≥ 0, near_bps > 0, size_ratio > 0, "
                              "0 < pull_frac ≤ 1, max_life_s > 0, grace_s > 0")
-        self.min_usd = np.full(symbols, float(min_usd))
-        self.params = np.array([near_bps / 1e4, size_ratio, pull_frac, max_life_s * 1e9,
-                                grace_s * 1e9])
-        self.f = np.zeros((symbols, 2, slots, 5))
-        self.i = np.zeros((symbols, 2, slots, 3), np.int64)
-        self.trigger = np.zeros((symbols, 2, slots), DEPTH)  # the record that showed the pull
-        self.watermark = np.full(symbols, -1, np.int64)        # newest trade time seen
-
-    def trades(self, trades: np.ndarray, events: EventBuffer, ts_detect_ns: int) -> None:
-        """A batch of trade records: traded size of candidates, verdicts the trades unblock."""
-        spoof_trades(trades, self.f, self.i, self.trigger, self.watermark, self.params,
-                     events.records, events.state, ts_detect_ns)
-
-    def books(self, books: np.ndarray, events: EventBuffer, ts_detect_ns: int) -> None:
-        """A batch of book records: new candidates, pulls, verdicts."""
-        spoof_books(books, self.min_usd, self.f, self.i, self.trigger, self.watermark,
-                    self.params, events.records, events.state, ts_detect_ns)
-
-    def reset(self, symbol_id: int) -> None:
-        """Drop a symbol's candidates (a ring discontinuity)."""
-        self.i[symbol_id] = 0
-        self.watermark[symbol_id] = -1
+        # trigger: per slot, the record that showed the pull
+        self._allocate(symbols, min_usd, [near_bps / 1e4, size_ratio, pull_frac,
+                                          max_life_s * 1e9, grace_s * 1e9],
+                       (2, slots, 5), (2, slots, 3), (2, slots), DEPTH)
 
 
 @nb.njit(cache=True)
@@ -95,7 +77,7 @@ def _verdicts(s, now_book, f, i, trigger, watermark, params, out, out_state,
 
 
 @nb.njit(cache=True)
-def spoof_trades(trades, f, i, trigger, watermark, params, out, out_state,
+def spoof_trades(trades, min_usd, f, i, trigger, watermark, params, out, out_state,
                  ts_detect_ns):  # pragma: no cover - njit
     """Apply a batch of trades (see the module docstring)."""
     for k in range(len(trades)):
@@ -182,3 +164,7 @@ def spoof_books(books, min_usd, f, i, trigger, watermark, params, out, out_state
                 i[s, side, free, I_STATE] = WATCHING
                 i[s, side, free, I_T0] = ts
         _verdicts(s, ts, f, i, trigger, watermark, params, out, out_state, ts_detect_ns)
+
+
+SpoofState.trades_kernel = spoof_trades
+SpoofState.books_kernel = spoof_books
