@@ -17,6 +17,7 @@ import numba as nb
 
 from shm.layout import DEPTH, BookState, Priority
 
+from .checks import usable_trade
 from .events import EventKind, emit, keep_trigger
 from .two_streams import TwoStreamDetector
 
@@ -71,9 +72,9 @@ def iceberg_trades(trades, min_usd, f, i, trigger, watermark, params, out, out_s
     """Apply a batch of trades (see the module docstring)."""
     for k in range(len(trades)):
         t = trades[k]
-        s = t.symbol_id
-        if s >= len(watermark) or not (t.qty > 0.0) or (t.side != 1 and t.side != -1):
+        if not usable_trade(t, len(watermark)):
             continue
+        s = t.symbol_id
         side = 0 if t.side == -1 else 1  # sells consume bids, buys consume asks
         ts = t.ts_exchange_ns
         for ep in range(2):

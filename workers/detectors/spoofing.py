@@ -23,6 +23,7 @@ import numba as nb
 
 from shm.layout import DEPTH, BookState, Priority
 
+from .checks import usable_trade
 from .events import EventKind, emit, keep_trigger
 from .two_streams import TwoStreamDetector
 
@@ -82,9 +83,9 @@ def spoof_trades(trades, min_usd, f, i, trigger, watermark, params, out, out_sta
     """Apply a batch of trades (see the module docstring)."""
     for k in range(len(trades)):
         t = trades[k]
-        s = t.symbol_id
-        if s >= len(watermark) or not (t.qty > 0.0) or (t.side != 1 and t.side != -1):
+        if not usable_trade(t, len(watermark)):
             continue
+        s = t.symbol_id
         ts = t.ts_exchange_ns
         side = 0 if t.side == -1 else 1  # sells consume bids, buys consume asks
         for m in range(f.shape[2]):
