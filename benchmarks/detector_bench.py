@@ -81,10 +81,11 @@ def _throughput_recording(settings: DetectorsConfig) -> float:
     _, sink = replay("binance", RECORDING)
     chunks = [(s, c) for s, c in sink.chunks if s in ("trades", "book")]
     total = sum(len(c) for _, c in chunks)
-    det, events = ExchangeDetectors("binance", ["BTCUSDT"], settings), EventBuffer(1 << 16)
+    events = EventBuffer(1 << 16)
+    det = ExchangeDetectors("binance", ["BTCUSDT"], settings, events)
     t0 = time.perf_counter()
     for stream, chunk in chunks:
-        det.run(stream, chunk, events, 0)
+        det.run(stream, chunk, 0)
         events.take()
     return total / (time.perf_counter() - t0)
 
@@ -97,11 +98,11 @@ def _throughput_flood(settings: DetectorsConfig, n: int = 1_000_000) -> float:
     recs["qty"] = rng.exponential(1.0, n)
     recs["side"] = rng.choice([-1, 1], n)
     recs["symbol_id"] = rng.integers(0, 4, n)
-    det = ExchangeDetectors("binance", ["A", "B", "C", "D"], settings)
     events = EventBuffer(1 << 16)
+    det = ExchangeDetectors("binance", ["A", "B", "C", "D"], settings, events)
     t0 = time.perf_counter()
     for i in range(0, n, 512):
-        det.run("trades", recs[i:i + 512], events, 0)
+        det.run("trades", recs[i:i + 512], 0)
         events.take()
     return n / (time.perf_counter() - t0)
 

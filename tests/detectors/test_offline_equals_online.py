@@ -24,8 +24,8 @@ SETTINGS = DetectorsConfig(whale_min_usd=100_000.0, whale_burst_usd=500_000.0,
 
 def _run(chunks: list[tuple[str, np.ndarray]],
          groups: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    det = ExchangeDetectors("binance", ["BTCUSDT"], SETTINGS)
     events, out = EventBuffer(1 << 16), []
+    det = ExchangeDetectors("binance", ["BTCUSDT"], SETTINGS, events)
     i = 0
     for size in groups:
         group = chunks[i:i + size]
@@ -33,7 +33,7 @@ def _run(chunks: list[tuple[str, np.ndarray]],
         for stream in STREAMS:  # one runner step: every ring's new records, in STREAMS order
             parts = [c for s, c in group if s == stream]
             if parts:
-                det.run(stream, np.concatenate(parts), events, 0)
+                det.run(stream, np.concatenate(parts), 0)
         out.append(events.take().copy())
     analytics = np.zeros(1, shm.ANALYTICS)
     det.analytics(analytics, 0)

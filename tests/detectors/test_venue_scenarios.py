@@ -28,11 +28,11 @@ def detect(scenarios: tuple[str, ...]) -> tuple[np.ndarray, int]:
     for recv, _, frame in frames:
         feed.on_frame("*", frame, recv, 0)
     det = ExchangeDetectors("bybit", [feed.symbols[s].symbol for s in sorted(feed.symbols)],
-                            SETTINGS)
-    events, got = EventBuffer(1 << 16), []
+                            SETTINGS, EventBuffer(1 << 16))
+    events, got = det.events, []
     for stream, chunk in sink.chunks:
         if stream in STREAMS:
-            det.run(stream, chunk, events, 0)
+            det.run(stream, chunk, 0)
             got.append(events.take().copy())
     return np.concatenate(got), len(feed.symbols)
 

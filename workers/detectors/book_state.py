@@ -13,6 +13,8 @@ runner calls :meth:`BookStateMonitor.reset` and emits its own alert.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba as nb
 import numpy as np
 
@@ -40,8 +42,11 @@ class BookStateMonitor:
 
     def update(self, books: np.ndarray, events: EventBuffer, ts_detect_ns: int) -> None:
         """Run one batch of book records; alerts go to ``events``."""
-        book_state_update(books, self.state, self.skipped, events.records, events.state,
-                          ts_detect_ns)
+        book_state_update(books, *(*self.kernel_args(events), ts_detect_ns))
+
+    def kernel_args(self, events: EventBuffer) -> tuple[Any, ...]:
+        """The arguments of :func:`book_state_update` between the records and the time."""
+        return (self.state, self.skipped, events.records, events.state)
 
     def reset(self, symbol_id: int) -> None:
         """Forget a symbol's state (a ring discontinuity)."""

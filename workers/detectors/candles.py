@@ -14,6 +14,8 @@ runs one batch of ``shm.TRADE`` records.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba as nb
 import numpy as np
 
@@ -45,10 +47,14 @@ class CandleState:
         self.late = np.zeros(symbols, np.int64)              # trades too late for any candle
         self.skipped = np.zeros(1, np.int64)                 # records refused
 
+    def kernel_args(self, events: EventBuffer) -> tuple[Any, ...]:
+        """The arguments of :func:`candle_update` between the records and the time."""
+        return (_TF_NS, self.start_ns, self.trades, self.values, self.late, self.skipped,
+                events.records, events.state)
+
     def update(self, trades: np.ndarray, events: EventBuffer, ts_detect_ns: int) -> None:
         """Run one batch of trade records; closed candles go to ``events``."""
-        candle_update(trades, _TF_NS, self.start_ns, self.trades, self.values, self.late,
-                      self.skipped, events.records, events.state, ts_detect_ns)
+        candle_update(trades, *(*self.kernel_args(events), ts_detect_ns))
 
     def reset(self, symbol_id: int) -> None:
         """Drop a symbol's open candles without emitting them (a ring discontinuity)."""

@@ -17,6 +17,8 @@ Running sums of floats may leave a residue of ~1e-12 where the exact value is 0.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba as nb
 import numpy as np
 
@@ -43,10 +45,14 @@ class CvdState:
         self.trades = np.zeros(symbols, np.int64)       # trades counted
         self.skipped = np.zeros(1, np.int64)            # records refused (bad symbol, qty, side)
 
+    def kernel_args(self) -> tuple[Any, ...]:
+        """The arguments of :func:`cvd_update` after the records."""
+        return (self.buckets, self.head_s, self.windows, self.session, self.trades,
+                self.skipped, _W)
+
     def update(self, trades: np.ndarray) -> None:
         """Add a batch of ``shm.TRADE`` records (in ring order)."""
-        cvd_update(trades, self.buckets, self.head_s, self.windows, self.session, self.trades,
-                   self.skipped, _W)
+        cvd_update(trades, *self.kernel_args())
 
     def reset(self, symbol_id: int) -> None:
         """Forget one symbol (a ring discontinuity: its records may be missing)."""

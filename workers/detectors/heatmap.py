@@ -15,6 +15,7 @@ zone's quantity, its notional and its quantity-weighted price. Records not LIVE 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numba as nb
 import numpy as np
@@ -50,9 +51,12 @@ class HeatmapState:
 
     def update(self, books: np.ndarray) -> None:
         """Apply one batch of book records."""
-        heatmap_update(books, self.zone_frac, self.width, self.heat, self.walls, self.since_ns,
-                       self.ts_ns, self.counters, self._zone_qty, self._zone_usd,
-                       self._zone_id)
+        heatmap_update(books, *self.kernel_args())
+
+    def kernel_args(self) -> tuple[Any, ...]:
+        """The arguments of :func:`heatmap_update` after the records."""
+        return (self.zone_frac, self.width, self.heat, self.walls, self.since_ns, self.ts_ns,
+                self.counters, self._zone_qty, self._zone_usd, self._zone_id)
 
     def reset(self, symbol_id: int) -> None:
         """Forget a symbol's heatmap and walls (its zone grid is kept)."""

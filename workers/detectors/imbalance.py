@@ -14,6 +14,8 @@ spread, and the exchange time and ring seq of the record it came from), for the 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba as nb
 import numpy as np
 
@@ -44,8 +46,12 @@ class ImbalanceState:
 
     def update(self, books: np.ndarray) -> None:
         """Apply one batch of book records (any top-N depth)."""
-        imbalance_update(books, self.weights, self.values, self.ts_exchange_ns, self.seq,
-                         self.not_live, self.skipped)
+        imbalance_update(books, *self.kernel_args())
+
+    def kernel_args(self) -> tuple[Any, ...]:
+        """The arguments of :func:`imbalance_update` after the records."""
+        return (self.weights, self.values, self.ts_exchange_ns, self.seq, self.not_live,
+                self.skipped)
 
     def reset(self, symbol_id: int) -> None:
         """Forget a symbol (a ring discontinuity)."""

@@ -18,6 +18,8 @@ newest time seen, so the window never runs backwards.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba as nb
 import numpy as np
 
@@ -79,10 +81,13 @@ class LiquidationState:
 
     def update(self, liquidations: np.ndarray, events: EventBuffer, ts_detect_ns: int) -> None:
         """Run one batch of liquidation records; events go to ``events``."""
-        liquidation_update(liquidations, self.min_usd, self.cascade_usd, self.window_ns,
-                           self.min_slots, self.sample_ns, self.ts, self.usd, self.slot,
-                           self.first, self.ints, self.sums, self.counters, events.records,
-                           events.state, ts_detect_ns)
+        liquidation_update(liquidations, *(*self.kernel_args(events), ts_detect_ns))
+
+    def kernel_args(self, events: EventBuffer) -> tuple[Any, ...]:
+        """The arguments of :func:`liquidation_update` between the records and the time."""
+        return (self.min_usd, self.cascade_usd, self.window_ns, self.min_slots, self.sample_ns,
+                self.ts, self.usd, self.slot, self.first, self.ints, self.sums, self.counters,
+                events.records, events.state)
 
     def reset(self, symbol_id: int) -> None:
         """Empty a symbol's windows (a ring discontinuity)."""

@@ -44,8 +44,8 @@ def detect_lines(feed: Feed, sink: ReplaySink,
     """Event lines in detection order, then one analytics line per symbol."""
     names = latest_names(list(feed.symbols.values()))
     det = ExchangeDetectors(feed.name, [names[sid] for sid in sorted(names)],
-                            settings or DetectorsConfig())
-    events = EventBuffer(1 << 16)
+                            settings or DetectorsConfig(), EventBuffer(1 << 16))
+    events = det.events
     seq = dict.fromkeys(STREAMS, 0)
     for stream, chunk in sink.chunks:
         if stream not in seq:
@@ -53,7 +53,7 @@ def detect_lines(feed: Feed, sink: ReplaySink,
         batch = chunk.copy()
         batch["seq"] = np.arange(seq[stream], seq[stream] + len(batch))
         seq[stream] += len(batch)
-        det.run(stream, batch, events, 0)
+        det.run(stream, batch, 0)
         for e in events.take():
             kind = EventKind(int(e["kind"]))
             line: dict[str, Any] = {

@@ -13,6 +13,8 @@ State: :class:`OpenInterestState` (values per symbol and window), recomputed per
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba as nb
 import numpy as np
 
@@ -44,8 +46,12 @@ class OpenInterestState:
 
     def update(self, records: np.ndarray) -> None:
         """Apply one batch of open-interest records."""
-        open_interest_update(records, self.windows_ns, self.ts, self.oi, self.ring,
-                             self.latest, self.deltas, self.late, self.skipped)
+        open_interest_update(records, *self.kernel_args())
+
+    def kernel_args(self) -> tuple[Any, ...]:
+        """The arguments of :func:`open_interest_update` after the records."""
+        return (self.windows_ns, self.ts, self.oi, self.ring, self.latest, self.deltas,
+                self.late, self.skipped)
 
     def reset(self, symbol_id: int) -> None:
         """Forget a symbol's samples (a ring discontinuity)."""

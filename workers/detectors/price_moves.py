@@ -35,6 +35,7 @@ second ``h``. Late trades (their second already evaluated) are counted and ignor
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numba as nb
 import numpy as np
@@ -118,12 +119,15 @@ class PriceMoveState:
         self.skipped = np.zeros(1, np.int64)
         self._scratch = np.zeros((2, n))                 # returns, prices of one evaluation
 
+    def kernel_args(self, events: EventBuffer) -> tuple[Any, ...]:
+        """The arguments of :func:`price_move_update` between the records and the time."""
+        return (self.config.params, self.price, self.prev, self.volume, self.quote,
+                self.second, self.ints, self.baseline, self.late, self.skipped, self._scratch,
+                events.records, events.state)
+
     def update(self, trades: np.ndarray, events: EventBuffer, ts_detect_ns: int) -> None:
         """Run one batch of trade records; events go to ``events``."""
-        price_move_update(trades, self.config.params, self.price, self.prev, self.volume,
-                          self.quote, self.second, self.ints, self.baseline, self.late,
-                          self.skipped, self._scratch, events.records, events.state,
-                          ts_detect_ns)
+        price_move_update(trades, *(*self.kernel_args(events), ts_detect_ns))
 
     def reset(self, symbol_id: int) -> None:
         """Forget a symbol (a ring discontinuity): it needs ``long_s`` of history again."""

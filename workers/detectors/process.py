@@ -31,13 +31,12 @@ log = logging.getLogger("microstream.detectors")
 
 def warm_kernels(settings: DetectorsConfig) -> None:
     """Run one record of every stream through a throwaway set of kernels (compiles them)."""
-    det = ExchangeDetectors("binance", ["WARM"], settings)
-    events = EventBuffer(16)
+    det = ExchangeDetectors("binance", ["WARM"], settings, EventBuffer(16))
     for stream in STREAMS:
         rec = np.zeros(1, shm.record_dtype(stream))
-        det.run(stream, rec, events, 0)
-        det.forget(stream, events, 0)
-    events.take()
+        det.run(stream, rec, 0)
+        det.forget(stream, 0)
+    det.events.take()
     funding = FundingState(1, 1)
     funding.map(0, 0, 0)
     funding.update(np.zeros(1, shm.FUNDING))

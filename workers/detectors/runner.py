@@ -28,22 +28,24 @@ import numpy as np
 import shm
 from engine.config import DetectorsConfig, SymbolThresholds
 from shm.layout import ANALYTICS, BOOK, EVENT, BookState, Exchange, Priority
+from shm.layout import STREAMS as STREAM_DTYPES
 
-from .book_state import BookStateMonitor
-from .candles import CandleState
-from .cvd import CvdState
+from .book_state import BookStateMonitor, book_state_update
+from .candles import CandleState, candle_update
+from .compiled import Step, bind, conform
+from .cvd import CvdState, cvd_update
 from .events import EventBuffer, EventKind, emit
 from .funding import A_SPREAD, F_BASIS, F_PREDICTED, F_RATE, FundingState, base_asset
-from .heatmap import HeatmapState
-from .iceberg import IcebergState
-from .imbalance import ImbalanceState
-from .liquidations import LiquidationState
+from .heatmap import HeatmapState, heatmap_update
+from .iceberg import IcebergState, iceberg_books, iceberg_trades
+from .imbalance import ImbalanceState, imbalance_update
+from .liquidations import LiquidationState, liquidation_update
 from .open_interest import WINDOWS_S as OI_WINDOWS_S
-from .open_interest import OpenInterestState
-from .price_moves import I_REGIME, PriceMoveConfig, PriceMoveState
-from .spoofing import SpoofState
-from .stats24h import Stats24hState
-from .whale import WhaleState
+from .open_interest import OpenInterestState, open_interest_update
+from .price_moves import I_REGIME, PriceMoveConfig, PriceMoveState, price_move_update
+from .spoofing import SpoofState, spoof_books, spoof_trades
+from .stats24h import Stats24hState, stats24h_add
+from .whale import WhaleState, whale_update
 
 __all__ = ["DetectorRunner", "ExchangeDetectors"]
 
@@ -54,9 +56,11 @@ ATTACH_RETRY_S = 0.5   # a ring that does not exist yet is looked for this often
 
 class ExchangeDetectors:
     """Every kernel's state for one exchange whose symbols are ``names`` (by symbol id, as in
-    its latest tables); ``settings`` gives the thresholds and per-symbol overrides."""
+    its latest tables); ``settings`` gives the thresholds and per-symbol overrides. Events go
+    to ``events`` (a new buffer if None), which the enabled kernels are bound to."""
 
-    def __init__(self, exchange: str, names: Sequence[str], settings: DetectorsConfig) -> None:
+    def __init__(self, exchange: str, names: Sequence[str], settings: DetectorsConfig,
+                 events: EventBuffer | None = None) -> None:
         symbols = max(1, len(names))
         self.exchange = exchange
         self.exchange_id = int(Exchange[exchange.upper()])
@@ -93,32 +97,44 @@ class ExchangeDetectors:
         self.symbols = symbols
         self.funding: FundingState | None = None  # shared across exchanges (set by the runner)
         on = set(settings.kernels)
-        Step = Callable[[np.ndarray, EventBuffer, int], None]
-        table: dict[str, list[tuple[str, Step]]] = {
-            "trades": [("cvd", lambda r, e, t: self.cvd.update(r)),
-                       ("stats24h", lambda r, e, t: self.stats24h.add(r)),
-                       ("candles", self.candles.update), ("whale", self.whale.update),
-                       ("price_moves", self.price_moves.update),
-                       ("spoofing", self.spoofing.trades), ("iceberg", self.iceberg.trades)],
-            "book": [("book_state", self.book_state.update),
-                     ("imbalance", lambda r, e, t: self.imbalance.update(r)),
-                     ("heatmap", lambda r, e, t: self.heatmap.update(r)),
-                     ("spoofing", self.spoofing.books), ("iceberg", self.iceberg.books)],
-            "liquidations": [("liquidations", self.liquidations.update)],
-            "open_interest": [("open_interest", lambda r, e, t: self.open_interest.update(r))],
-            "funding": [("funding", self._funding)]}
-        #: per stream, the enabled kernels' steps, in a fixed order
-        self.steps = {stream: [step for name, step in steps if name in on]
-                      for stream, steps in table.items()}
+        self.events = events if events is not None else EventBuffer()
+        ev = self.events
+        # stream → (kernel name, njit function, its state arguments, takes the time)
+        kernels: dict[str, list[tuple[str, Any, tuple[Any, ...], bool]]] = {
+            "trades": [("cvd", cvd_update, self.cvd.kernel_args(), False),
+                       ("stats24h", stats24h_add, self.stats24h.kernel_args(), False),
+                       ("candles", candle_update, self.candles.kernel_args(ev), True),
+                       ("whale", whale_update, self.whale.kernel_args(ev), True),
+                       ("price_moves", price_move_update, self.price_moves.kernel_args(ev), True),
+                       ("spoofing", spoof_trades, self.spoofing.kernel_args(ev), True),
+                       ("iceberg", iceberg_trades, self.iceberg.kernel_args(ev), True)],
+            "book": [("book_state", book_state_update, self.book_state.kernel_args(ev), True),
+                     ("imbalance", imbalance_update, self.imbalance.kernel_args(), False),
+                     ("heatmap", heatmap_update, self.heatmap.kernel_args(), False),
+                     ("spoofing", spoof_books, self.spoofing.kernel_args(ev), True),
+                     ("iceberg", iceberg_books, self.iceberg.kernel_args(ev), True)],
+            "liquidations": [("liquidations", liquidation_update,
+                              self.liquidations.kernel_args(ev), True)],
+            "open_interest": [("open_interest", open_interest_update,
+                               self.open_interest.kernel_args(), False)]}
+        #: per stream, the enabled kernels bound to their state, in a fixed order
+        self.steps: dict[str, list[Step]] = {
+            stream: [bind(kernel, STREAM_DTYPES[stream], state, takes_time=takes_time)
+                     for name, kernel, state, takes_time in table if name in on]
+            for stream, table in kernels.items()}
+        # funding state is shared across exchanges and set after construction: looked up
+        self.steps["funding"] = [self._funding] if "funding" in on else []
 
-    def _funding(self, records: np.ndarray, events: EventBuffer, now_ns: int) -> None:
+    def _funding(self, records: np.ndarray, ts_detect_ns: int) -> None:
         if self.funding is not None:
             self.funding.update(records)
 
-    def run(self, stream: str, records: np.ndarray, events: EventBuffer, now_ns: int) -> None:
-        """Feed one batch of ``stream`` records to the enabled kernels that take it."""
+    def run(self, stream: str, records: np.ndarray, now_ns: int) -> None:
+        """Feed one batch of ``stream`` records to the enabled kernels that take it; their
+        events go to :attr:`events`."""
+        records = conform(records, STREAM_DTYPES[stream], stream)
         for step in self.steps[stream]:
-            step(records, events, now_ns)
+            step(records, now_ns)
 
     def analytics(self, rows: np.ndarray, now_ns: int) -> None:
         """Fill ``rows`` (``shm.ANALYTICS``, one per symbol id) with the continuous values."""
@@ -163,7 +179,7 @@ class ExchangeDetectors:
                 rows[name] = np.nan
         rows["seq"] += 1
 
-    def forget(self, stream: str, events: EventBuffer, now_ns: int) -> None:
+    def forget(self, stream: str, now_ns: int) -> None:
         """A discontinuity on ``stream``'s ring: reset what it fed; alert LIVE books."""
         for sid in range(self.symbols):
             if stream == "trades":
@@ -174,7 +190,7 @@ class ExchangeDetectors:
                 if self.book_state.state[sid] == BookState.LIVE:
                     trigger = np.zeros(1, BOOK)[0]
                     trigger["symbol_id"], trigger["exchange"] = sid, self.exchange_id
-                    emit(events.records, events.state, trigger, int(EventKind.BOOK_STATE),
+                    emit(self.events.records, self.events.state, trigger, int(EventKind.BOOK_STATE),
                          int(Priority.CRITICAL), 0, now_ns, float(BookState.NONE),
                          float(BookState.LIVE), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
                 self.book_state.reset(sid)
@@ -200,7 +216,8 @@ class DetectorRunner:
         self.settings = settings or DetectorsConfig()
         self.start = start
         self.clock = clock
-        self.detectors = {ex: ExchangeDetectors(ex, names, self.settings)
+        self.events = EventBuffer(self.settings.events_ring_capacity)
+        self.detectors = {ex: ExchangeDetectors(ex, names, self.settings, self.events)
                           for ex, names in exchanges.items()}
         self.funding: FundingState | None = None
         if markets is not None:  # funding: every perpetual aggregated under its base asset
@@ -218,7 +235,6 @@ class DetectorRunner:
             for det in self.detectors.values():
                 det.funding = self.funding
         capacity = self.settings.events_ring_capacity
-        self.events = EventBuffer(capacity)
         self.writer = shm.Writer(shm.segment_name(instance, "detectors", "events"), EVENT,
                                  capacity)
         # the analytics latest table of each exchange, refreshed every analytics_interval_ms
@@ -337,9 +353,9 @@ class DetectorRunner:
         if seen != self.generations[key]:
             self.generations[key] = seen
             self.discontinuities += 1
-            det.forget(stream, self.events, self.clock())
+            det.forget(stream, self.clock())
         if len(batch):
-            det.run(stream, batch, self.events, self.clock())
+            det.run(stream, batch, self.clock())
         return len(batch)
 
     def close(self) -> None:

@@ -14,6 +14,8 @@ same records gives the same result.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba as nb
 import numpy as np
 
@@ -54,8 +56,12 @@ class Stats24hState:
         """Apply one batch of trade records to the buckets only (O(1) a record); the
         statistics follow on :meth:`refresh` (O(1440) per touched symbol): the detector runner
         refreshes when it publishes, not on every batch."""
-        stats24h_add(trades, self.buckets, self.first_ns, self.minute, self.head, self.last_ns,
-                     self.stats, self.late, self.skipped, self._touched)
+        stats24h_add(trades, *self.kernel_args())
+
+    def kernel_args(self) -> tuple[Any, ...]:
+        """The arguments of :func:`stats24h_add` after the records."""
+        return (self.buckets, self.first_ns, self.minute, self.head, self.last_ns, self.stats,
+                self.late, self.skipped, self._touched)
 
     def refresh(self) -> None:
         """Recompute the statistics of the symbols touched since the last refresh."""

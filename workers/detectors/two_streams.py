@@ -39,15 +39,16 @@ class TwoStreamDetector:
 
     def trades(self, trades: np.ndarray, events: EventBuffer, ts_detect_ns: int) -> None:
         """A batch of trade records."""
-        type(self).trades_kernel(trades, self.min_usd, self.f, self.i, self.trigger,
-                                 self.watermark, self.params, events.records, events.state,
-                                 ts_detect_ns)
+        type(self).trades_kernel(trades, *(*self.kernel_args(events), ts_detect_ns))
 
     def books(self, books: np.ndarray, events: EventBuffer, ts_detect_ns: int) -> None:
         """A batch of book records."""
-        type(self).books_kernel(books, self.min_usd, self.f, self.i, self.trigger,
-                                self.watermark, self.params, events.records, events.state,
-                                ts_detect_ns)
+        type(self).books_kernel(books, *(*self.kernel_args(events), ts_detect_ns))
+
+    def kernel_args(self, events: EventBuffer) -> tuple[Any, ...]:
+        """The arguments of both kernels between the records and the time."""
+        return (self.min_usd, self.f, self.i, self.trigger, self.watermark, self.params,
+                events.records, events.state)
 
     def reset(self, symbol_id: int) -> None:
         """Drop a symbol's state (a ring discontinuity)."""

@@ -16,6 +16,8 @@ the trade that completed them as their trigger; ``ts_detect_ns`` is the batch's 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba as nb
 import numpy as np
 
@@ -64,10 +66,14 @@ class WhaleState:
         self.min_usd[symbol_id] = min_usd
         self.burst_usd[symbol_id] = burst_usd
 
+    def kernel_args(self, events: EventBuffer) -> tuple[Any, ...]:
+        """The arguments of :func:`whale_update` between the records and the time."""
+        return (self.min_usd, self.burst_usd, self.burst_window_ns, self.run_i, self.run_f,
+                self.skipped, events.records, events.state)
+
     def update(self, trades: np.ndarray, events: EventBuffer, ts_detect_ns: int) -> None:
         """Run one batch of trade records; events go to ``events``."""
-        whale_update(trades, self.min_usd, self.burst_usd, self.burst_window_ns, self.run_i,
-                     self.run_f, self.skipped, events.records, events.state, ts_detect_ns)
+        whale_update(trades, *(*self.kernel_args(events), ts_detect_ns))
 
     def reset(self, symbol_id: int) -> None:
         """Forget a symbol's current run (a ring discontinuity)."""
