@@ -30,6 +30,7 @@ from engine.config import DetectorsConfig, SymbolThresholds
 from shm.layout import ANALYTICS, BOOK, EVENT, BookState, Exchange, Priority
 from shm.layout import STREAMS as STREAM_DTYPES
 
+from ..rings import RingSet
 from .book_state import BookStateMonitor, book_state_update
 from .candles import CandleState, candle_update
 from .compiled import Step, bind, conform
@@ -51,7 +52,6 @@ __all__ = ["DetectorRunner", "ExchangeDetectors"]
 
 STREAMS = ("trades", "book", "liquidations", "open_interest", "funding")
 assert OI_WINDOWS_S[0] == 300 and OI_WINDOWS_S[2] == 3600  # the analytics columns' windows
-ATTACH_RETRY_S = 0.5   # a ring that does not exist yet is looked for this often
 
 
 class ExchangeDetectors:
@@ -249,31 +249,10 @@ class DetectorRunner:
             self.rows[ex] = np.zeros(len(names), ANALYTICS)
         self._interval_ns = self.settings.analytics_interval_ms * 1_000_000
         self._next_analytics = 0
-        self.readers: dict[tuple[str, str], Any] = {}
-        self.generations: dict[tuple[str, str], int] = {}
-        self._retry_at: dict[tuple[str, str], float] = {}
+        self.rings = RingSet(instance, start)
         self._stats: dict[str, shm.LatestReader] = {}   # feed workers' stats tables
         self._silent: dict[str, int] = {}               # their silent_channels counters
         self.records = 0
-        self.discontinuities = 0
-
-    def _reader(self, exchange: str, stream: str) -> Any:
-        key = (exchange, stream)
-        reader = self.readers.get(key)
-        if reader is None:
-            now = time.monotonic()
-            if now < self._retry_at.get(key, 0.0):
-                return None
-            try:
-                reader = shm.Reader.attach(exchange, stream, self.instance, start=self.start)
-            except (FileNotFoundError, shm.ShmError):
-                # not published (yet): look again in a while, not on every step (a failed
-                # open costs a syscall and an exception, more than a whole idle step)
-                self._retry_at[key] = now + ATTACH_RETRY_S
-                return None
-            self.readers[key] = reader
-            self.generations[key] = reader.stats.discontinuities
-        return reader
 
     def step(self, wait_s: float = 0.0) -> int:
         """Poll every ring once, run the kernels, commit the events; returns the number of
@@ -286,7 +265,7 @@ class DetectorRunner:
         if not done and wait_s > 0 and self.detectors:
             exchange, det = next(iter(self.detectors.items()))
             done = self._poll(exchange, det, "trades", wait_s)
-            if not done and self._reader(exchange, "trades") is None:
+            if not done and self.rings.reader(exchange, "trades") is None:
                 time.sleep(wait_s)  # no ring to park on yet
         now = self.clock()
         refresh = now >= self._next_analytics
@@ -339,29 +318,22 @@ class DetectorRunner:
                 table.update_raw(sid, raw[sid * size:(sid + 1) * size])
 
     def _poll(self, exchange: str, det: ExchangeDetectors, stream: str, wait_s: float) -> int:
-        reader = self._reader(exchange, stream)
-        if reader is None:
-            return 0
-        try:
-            batch = reader.poll(timeout_s=wait_s)
-        except shm.WriterGone:  # the feed stopped: keep waiting for its successor
-            if wait_s > 0:
-                time.sleep(wait_s)  # instead of a park that returns at once
-            return 0
-        key = (exchange, stream)
-        seen = reader.stats.discontinuities
-        if seen != self.generations[key]:
-            self.generations[key] = seen
-            self.discontinuities += 1
+        batch, discontinuity = self.rings.poll(exchange, stream, wait_s)
+        if discontinuity:
             det.forget(stream, self.clock())
-        if len(batch):
-            det.run(stream, batch, self.clock())
+        if batch is None or not len(batch):
+            return 0
+        det.run(stream, batch, self.clock())
         return len(batch)
+
+    @property
+    def discontinuities(self) -> int:
+        """Ring discontinuities seen (writer restarts)."""
+        return self.rings.discontinuities
 
     def close(self) -> None:
         """Close the readers and the events ring (marked CLOSED, left for consumers)."""
-        for reader in self.readers.values():
-            reader.close()
+        self.rings.close()
         for table in self.tables.values():
             table.close()
         for stats in self._stats.values():
