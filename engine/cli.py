@@ -76,6 +76,10 @@ def _build_parser() -> argparse.ArgumentParser:
     feed.add_argument("--instance", help="bus instance name (overrides [engine] instance)")
     feed.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
 
+    publish = sub.add_parser("publish", help="run the Redis publisher in the foreground")
+    publish.add_argument("-c", "--config", default="config.toml", metavar="FILE")
+    publish.add_argument("--instance", help="bus instance name (overrides [engine] instance)")
+    publish.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     detect = sub.add_parser("detect", help="run the detector process in the foreground")
     detect.add_argument("-c", "--config", default="config.toml", metavar="FILE")
     detect.add_argument("--instance", help="bus instance name (overrides [engine] instance)")
@@ -188,6 +192,12 @@ def _feed(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config}: {exc}") from None
 
 
+def _publish(args: argparse.Namespace) -> int:
+    from workers.publisher.process import run_publisher
+
+    return run_publisher(_process_config(args), args.duration)
+
+
 def _detect(args: argparse.Namespace) -> int:
 
 
@@ -249,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _feed(args)
         if args.command == "detect":
             return _detect(args)
+        if args.command == "publish":
+            return _publish(args)
         if args.command == "replay":
             return _replay(args)
         if args.command == "shm":

@@ -203,6 +203,85 @@ class DetectorsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError(f"unknown kernels {sorted(unknown)}; known: {', '.join(KERNELS)}")
 
 
+PUBLISHED_STREAMS = ("trades", "bbo", "book", "liquidations", "funding", "open_interest",
+                     "events", "analytics")
+PRIORITY_NAMES = ("CRITICAL", "HIGH", "MEDIUM", "LOW")
+
+
+class PublisherConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[publisher]``: the process that drains the bus into Redis (README "Publisher")."""
+
+    enabled: bool = False
+    cpu: int = -1                          # CPU to pin the process to; -1: no pinning
+    redis_url: str = "redis://127.0.0.1:6379/0"   # or unix:///path/to/redis.sock[?db=N]
+    encoding: str = "json"                 # payloads: "json" or "msgpack"
+    exchanges: tuple[str, ...] = ()        # whose rings to drain (empty: every enabled one)
+    streams: tuple[str, ...] = PUBLISHED_STREAMS   # which bus streams go to Redis
+    # surfaces, by event type ("*": every type): PUBLISH, latest:* keys, XADD streams
+    publish: tuple[str, ...] = ("*",)
+    latest: tuple[str, ...] = ("trade", "bbo", "orderbook", "funding", "open_interest", "cvd",
+                               "stats_24h", "imbalance", "walls", "open_interest_delta",
+                               "funding_summary", "book_state", "regime")
+    xadd: tuple[str, ...] = ("whale_alert", "whale_burst", "liquidation_cascade",
+                             "liquidation_alert", "book_state", "book_crossed",
+                             "channel_silent", "spoof", "iceberg")
+    latest_ttl_ms: int = 5_000             # PX of latest:* keys (the staleness contract)
+    xadd_maxlen: int = 10_000              # MAXLEN ~ of the streams
+    priorities: dict[str, str] = {}        # event type → CRITICAL/HIGH/MEDIUM/LOW overrides
+    critical_buffer: int = 100_000         # queue capacities (messages) per class
+    high_queue: int = 50_000
+    medium_queue: int = 20_000
+    low_queue: int = 10_000
+    conflate_fraction: float = 0.5         # MEDIUM/LOW conflate from this fill on
+    batch_max: int = 512                   # messages written per pipeline batch
+    max_inflight: int = 20_000             # unconfirmed messages before writing pauses
+    retry_initial_ms: float = 10.0         # an error reply: retried with capped backoff
+    retry_max_ms: float = 1_000.0
+    retry_attempts: int = 5
+    reconnect_initial_ms: float = 50.0     # lost connection: capped backoff with jitter
+    reconnect_max_ms: float = 2_000.0
+    connect_timeout_ms: float = 500.0
+    breaker_window_ms: int = 1_000         # sliding window of round-trip times
+    breaker_rtt_p99_ms: float = 5.0        # open when the window's p99 exceeds this
+    breaker_queue_age_ms: float = 200.0    # or the oldest queued/unconfirmed is this old
+    breaker_cooldown_ms: int = 1_000       # open → half-open after this
+    breaker_probe_messages: int = 50       # half-open: this many confirmed in time → closed
+    breaker_open_critical_per_s: float = 2_000.0   # CRITICAL rate while open
+    analytics_interval_ms: int = 100       # analytics tables are read this often
+    spin_us: int = 200                     # idle: keep polling this long, then park
+    idle_wait_us: int = 1_000              # park on the events ring (or first ring) this long
+
+    def __post_init__(self) -> None:
+        if self.encoding not in ("json", "msgpack"):
+            raise ValueError(f"encoding must be 'json' or 'msgpack', got {self.encoding!r}")
+        unknown = set(self.streams) - set(PUBLISHED_STREAMS)
+        if unknown:
+            raise ValueError(f"unknown streams {sorted(unknown)}; known: "
+                             f"{', '.join(PUBLISHED_STREAMS)}")
+        for name, value in self.priorities.items():
+            if value not in PRIORITY_NAMES:
+                raise ValueError(f"priority of {name!r} must be one of "
+                                 f"{', '.join(PRIORITY_NAMES)}, got {value!r}")
+        for name in ("latest_ttl_ms", "xadd_maxlen", "critical_buffer", "high_queue",
+                     "medium_queue", "low_queue", "batch_max", "max_inflight",
+                     "retry_initial_ms", "retry_max_ms", "retry_attempts",
+                     "reconnect_initial_ms", "reconnect_max_ms", "connect_timeout_ms",
+                     "breaker_window_ms", "breaker_rtt_p99_ms", "breaker_queue_age_ms",
+                     "breaker_cooldown_ms", "breaker_probe_messages",
+                     "breaker_open_critical_per_s", "analytics_interval_ms", "idle_wait_us"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0")
+        if not 0 < self.conflate_fraction <= 1:
+            raise ValueError("conflate_fraction must be in (0, 1]")
+        if self.spin_us < 0:
+            raise ValueError("spin_us must be ≥ 0")
+        if self.cpu < -1:
+            raise ValueError("cpu must be -1 (no pinning) or a CPU number")
+        from workers.publisher.resp import parse_redis_url
+
+        parse_redis_url(self.redis_url)
+
+
 class ExchangesConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``[exchanges]``: one section per exchange."""
 
@@ -218,6 +297,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     demo: DemoConfig = DemoConfig()
     exchanges: ExchangesConfig = ExchangesConfig()
     detectors: DetectorsConfig = DetectorsConfig()
+    publisher: PublisherConfig = PublisherConfig()
 
 
 def load_config(path: str | Path) -> Config:
@@ -240,7 +320,7 @@ def load_config(path: str | Path) -> Config:
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc} - at `$.engine.instance`") from None
     _check_cpus(path, config)
-    _check_detector_symbols(path, config)
+    _check_exchange_refs(path, config)
     return config
 
 
@@ -259,15 +339,10 @@ def configured_names(cfg: ExchangeConfig) -> list[str]:
     return symbol_names([(s.symbol, s.market) for s in cfg.symbols])
 
 
-def _check_detector_symbols(path: Path, config: Config) -> None:
-    for name in config.detectors.exchanges:
-        section = getattr(config.exchanges, name, None) if name in \
-            ExchangesConfig.__struct_fields__ else None
-        if section is None or not section.enabled:
-            enabled = [n for n in ExchangesConfig.__struct_fields__
-                       if getattr(config.exchanges, n).enabled]
-            raise ConfigError(f"{path}: exchange {name!r} is not an enabled exchange (enabled: "
-                              f"{', '.join(enabled) or 'none'}) - at `$.detectors.exchanges`")
+def _check_exchange_refs(path: Path, config: Config) -> None:
+    for where, names in (("detectors", config.detectors.exchanges),
+                         ("publisher", config.publisher.exchanges)):
+        _check_enabled(path, config, where, names)
     for key in config.detectors.symbols:
         exchange, _, name = key.partition(":")
         cfg = getattr(config.exchanges, exchange, None) if exchange in \
@@ -279,13 +354,25 @@ def _check_detector_symbols(path: Path, config: Config) -> None:
                               f"at `$.detectors.symbols`")
 
 
+def _check_enabled(path: Path, config: Config, where: str, names: Sequence[str]) -> None:
+    for name in names:
+        section = getattr(config.exchanges, name, None) if name in \
+            ExchangesConfig.__struct_fields__ else None
+        if section is None or not section.enabled:
+            enabled = [n for n in ExchangesConfig.__struct_fields__
+                       if getattr(config.exchanges, n).enabled]
+            raise ConfigError(f"{path}: exchange {name!r} is not an enabled exchange (enabled: "
+                              f"{', '.join(enabled) or 'none'}) - at `$.{where}.exchanges`")
+
+
 def _check_cpus(path: Path, config: Config) -> None:
     import os
 
     allowed = os.sched_getaffinity(0)
     sections = [(f"exchanges.{name}", getattr(config.exchanges, name))
                 for name in ExchangesConfig.__struct_fields__]
-    for where, section in [*sections, ("detectors", config.detectors)]:
+    for where, section in [*sections, ("detectors", config.detectors),
+                           ("publisher", config.publisher)]:
         if section.enabled and section.cpu >= 0 and section.cpu not in allowed:
             raise ConfigError(f"{path}: cpu {section.cpu} is not available to this process "
                               f"(allowed: {sorted(allowed)}) - at `$.{where}.cpu`")

@@ -1,0 +1,433 @@
+"""The publisher loop: bus rings → payloads → priority queues → pipelined RESP → confirmed.
+
+One synchronous loop (:meth:`Publisher.step`), no asyncio and no threads:
+
+1. **ingest**: poll every followed ring once; each record becomes one :class:`Message`
+   (PUBLISH, plus SET ``latest:*`` and XADD where configured, in one write) in its class
+   queue. While the breaker is open, non-CRITICAL messages are dropped here (counted).
+   Analytics latest tables are read every ``analytics_interval_ms``.
+2. **pump**: while the link is up, take messages CRITICAL first, as far as the breaker and
+   ``max_inflight`` allow, ``batch_max`` at a time, write them and hand them to the socket;
+   then read every reply there is and confirm (or retry) their messages. The next batch is
+   written without waiting for the replies of the last one.
+3. **control** (every ms): the breaker's evaluation, due retries, reconnection with capped
+   exponential backoff and jitter, and the stats row (every 100 ms).
+
+A lost connection puts every unconfirmed message back at the front of its queue (sent
+again: at-least-once; CRITICAL is never conflated or shed, so it is delivered once Redis is
+back unless its bounded buffer overflowed, which is counted).
+
+The stats row (``microstream.<instance>.publisher.stats.latest``, dtype :data:`STATS`) holds
+every counter; :attr:`Publisher.latency_ns` keeps the latest ring commit → confirmation
+latencies for benchmarks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import select
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+import shm
+from engine.config import PRIORITY_NAMES, PublisherConfig
+from shm.layout import Priority
+
+from ..rings import RingSet
+from .breaker import BreakerState, LatencyBreaker
+from .payloads import DEFAULT_PRIORITIES, PayloadEncoder
+from .queues import CLASSES, DROP_REASONS, Drop, Message, PriorityQueues
+from .redis_link import LinkDown, RedisLink
+from .resp import CommandPrefixes, parse_redis_url
+
+__all__ = ["STATS", "Publisher"]
+
+log = logging.getLogger("microstream.publisher")
+
+_PRIORITY_FIELDS = [p.name.lower() for p in Priority]
+STATS = np.dtype(
+    [("seq", np.uint64), ("ts_ns", np.int64), ("pid", np.int64), ("connected", np.int64),
+     ("breaker_state", np.int64), ("inflight", np.int64), ("rtt_p99_ns", np.int64),
+     ("oldest_queued_ns", np.int64), ("records", np.int64), ("reconnects", np.int64),
+     ("connect_failures", np.int64), ("resent", np.int64), ("reply_errors", np.int64),
+     ("retries", np.int64), ("discontinuities", np.int64)]
+    + [(f"breaker_to_{s.name.lower()}", np.int64) for s in BreakerState]
+    + [(f"{what}_{p}", np.int64) for what in ("queued", "enqueued", "sent", "confirmed")
+       for p in _PRIORITY_FIELDS]
+    + [(f"dropped_{p}_{r}", np.int64) for p in _PRIORITY_FIELDS for r in DROP_REASONS],
+    align=True)
+_RING_STREAMS = ("trades", "bbo", "book", "liquidations", "funding", "open_interest")
+_TICK_NS = 1_000_000
+_STATS_NS = 100_000_000
+_LATENCY_SAMPLES = 1 << 20
+
+
+class _Route:
+    """How messages of one (exchange, event type, symbol) are written."""
+
+    __slots__ = ("latest", "prefixes", "priority", "publish", "replies", "xadd")
+
+    def __init__(self, prefixes: CommandPrefixes, priority: int, publish: bool, latest: bool,
+                 xadd: bool) -> None:
+        self.prefixes, self.priority = prefixes, priority
+        self.publish, self.latest, self.xadd = publish, latest, xadd
+        self.replies = int(publish) + int(latest) + int(xadd)
+
+
+class Publisher:
+    """Drains ``instance``'s rings for ``exchanges`` (name → symbol names by symbol id) into
+    the Redis of ``settings.redis_url``."""
+
+    def __init__(self, instance: str, exchanges: Mapping[str, Sequence[str]],
+                 settings: PublisherConfig | None = None, *,
+                 clock: Callable[[], int] = time.perf_counter_ns, start: str = "latest") -> None:
+        self.settings = cfg = settings or PublisherConfig()
+        self.instance = instance
+        self.clock = clock
+        self.encoders = {ex: PayloadEncoder(ex, names, cfg.encoding)
+                         for ex, names in exchanges.items()}
+        self.rings = RingSet(instance, start)
+        self._exchange_names = {int(shm.Exchange[ex.upper()]): ex for ex in exchanges}
+        self.streams = [s for s in _RING_STREAMS if s in cfg.streams]
+        self.priorities = dict(DEFAULT_PRIORITIES)
+        self.priorities.update({k: PRIORITY_NAMES.index(v) for k, v in cfg.priorities.items()})
+        self.queues = PriorityQueues((cfg.critical_buffer, cfg.high_queue, cfg.medium_queue,
+                                      cfg.low_queue), cfg.conflate_fraction)
+        ms = 1_000_000
+        self.breaker = LatencyBreaker(
+            window_ns=cfg.breaker_window_ms * ms,
+            rtt_p99_limit_ns=int(cfg.breaker_rtt_p99_ms * ms),
+            queue_age_limit_ns=int(cfg.breaker_queue_age_ms * ms),
+            cooldown_ns=cfg.breaker_cooldown_ms * ms, probe_messages=cfg.breaker_probe_messages,
+            open_critical_per_s=cfg.breaker_open_critical_per_s)
+        self.link = RedisLink(parse_redis_url(cfg.redis_url),
+                              connect_timeout_s=cfg.connect_timeout_ms / 1000, clock=clock)
+        self._routes: dict[tuple[str, str, int], _Route] = {}
+        self._retry: list[Message] = []
+        self._analytics: dict[str, shm.LatestReader] = {}
+        self._analytics_seq: dict[tuple[str, int], int] = {}
+        self._next_analytics = 0
+        self._next_tick = 0
+        self._next_stats = 0
+        self._next_connect = 0
+        self._connect_failures_in_row = 0
+        self._last_activity = 0
+        self._pid = os.getpid()
+        self.latency_ns = np.zeros(_LATENCY_SAMPLES, np.int64)   # commit → confirmation
+        self.latency_count = 0
+        self.counts = dict.fromkeys(("records", "reconnects", "connect_failures", "resent",
+                                     "reply_errors", "retries"), 0)
+        self.sent = np.zeros(CLASSES, np.int64)
+        self.confirmed = np.zeros(CLASSES, np.int64)
+        self.stats = shm.LatestWriter(shm.segment_name(instance, "publisher", "stats",
+                                                       suffix="latest"), STATS, 1, replace=True)
+        self._stats_row = np.zeros(1, STATS)
+        self._last_error_log = 0.0
+
+    # -- routes -----------------------------------------------------------------------------
+
+    def _route(self, exchange: str, event_type: str, sid: int) -> _Route:
+        key = (exchange, event_type, sid)
+        route = self._routes.get(key)
+        if route is None:
+            cfg = self.settings
+            symbol = "all" if event_type == "channel_silent" else \
+                self.encoders[exchange].symbol(sid)
+
+            def on(surface: tuple[str, ...]) -> bool:
+                return "*" in surface or event_type in surface
+
+            route = _Route(CommandPrefixes(f"{exchange}:{symbol}:{event_type}",
+                                           cfg.latest_ttl_ms, cfg.xadd_maxlen),
+                           self.priorities.get(event_type, int(Priority.HIGH)),
+                           on(cfg.publish), on(cfg.latest), on(cfg.xadd))
+            self._routes[key] = route
+        return route
+
+    def _enqueue(self, exchange: str, event_type: str, sid: int, payload: bytes,
+                 commit_ns: int, now_ns: int, breaker_open: bool) -> None:
+        route = self._route(exchange, event_type, sid)
+        if not route.replies:
+            return
+        p = route.priority
+        if breaker_open and p != Priority.CRITICAL:
+            self.queues.drops[p, Drop.BREAKER_OPEN] += 1
+            return
+        pre = route.prefixes
+        parts = []
+        if route.publish:
+            parts.append(pre.publish(payload))
+        if route.latest:
+            parts.append(pre.set_latest(payload))
+        if route.xadd:
+            parts.append(pre.xadd(payload))
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.queues.push(Message(pre.key, data, route.replies, p, commit_ns, now_ns))
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def ingest(self) -> int:
+        """Poll every ring once and queue its records' messages; returns records taken."""
+        done = 0
+        for exchange in self.encoders:
+            for stream in self.streams:
+                batch, _ = self.rings.poll(exchange, stream)
+                if batch is not None and len(batch):
+                    done += self._queue_batch(exchange, stream, batch)
+        if "events" in self.settings.streams:
+            batch, _ = self.rings.poll("detectors", "events")
+            if batch is not None and len(batch):
+                done += self._queue_batch("detectors", "events", batch)
+        return done
+
+    def _queue_batch(self, owner: str, stream: str, batch: np.ndarray) -> int:
+        """Queue the messages of one ring batch (``owner``: an exchange, or ``detectors`` for
+        the events ring, whose records name their exchange)."""
+        now = self.clock()
+        breaker_open = self.breaker.state == BreakerState.OPEN
+        self.counts["records"] += len(batch)
+        if owner == "detectors":
+            groups = [(self._exchange_names.get(e), batch[batch["exchange"] == e])
+                      for e in np.unique(batch["exchange"]).tolist()]
+        else:
+            groups = [(owner, batch)]
+        for exchange, rows in groups:
+            if exchange is None:
+                continue   # an exchange this publisher does not serve
+            for event_type, sid, payload, commit in self.encoders[exchange].records(stream,
+                                                                                    rows):
+                self._enqueue(exchange, event_type, sid, payload, commit, now, breaker_open)
+        return len(batch)
+
+    def read_analytics(self, now_ns: int) -> int:
+        """Queue the analytics of every row that changed since the last read."""
+        done = 0
+        breaker_open = self.breaker.state == BreakerState.OPEN
+        for exchange, encoder in self.encoders.items():
+            table = self._analytics.get(exchange)
+            if table is None:
+                try:
+                    table = self._analytics[exchange] = shm.LatestReader(shm.segment_name(
+                        self.instance, exchange, "analytics", suffix="latest"))
+                except shm.ShmError:
+                    continue   # no detectors (yet)
+            for sid in range(table.rows):
+                row = table.get(sid)
+                if row is None or self._analytics_seq.get((exchange, sid)) == int(row["seq"]):
+                    continue
+                self._analytics_seq[(exchange, sid)] = int(row["seq"])
+                for event_type, _, payload, commit in encoder.analytics(sid, row):
+                    self._enqueue(exchange, event_type, sid, payload, commit, now_ns,
+                                  breaker_open)
+                    done += 1
+        return done
+
+    def pump(self) -> int:
+        """Write queued messages (priority order, as the breaker allows), hand them to the
+        socket and confirm what Redis answered; returns messages written."""
+        link = self.link
+        if not link.connected:
+            return 0
+        cfg, queues, breaker = self.settings, self.queues, self.breaker
+        written = 0
+        now = self.clock()
+        try:
+            room = min(cfg.batch_max, cfg.max_inflight - len(link.inflight))
+            for p in range(CLASSES):
+                critical = p == Priority.CRITICAL
+                while room > 0:
+                    msg = queues.peek(p)
+                    if msg is None or not breaker.may_send(critical, now):
+                        break
+                    queues.pop(p)
+                    link.write(msg.data, msg, msg.replies)
+                    self.sent[p] += 1
+                    room -= 1
+                    written += 1
+            link.flush()
+            link.read(self._on_reply)
+        except LinkDown as exc:
+            self._link_down(str(exc))
+        return written
+
+    def _on_reply(self, msg: Message, error: Exception | None, write_ns: int) -> None:
+        now = self.clock()
+        if error is None:
+            self.confirmed[msg.priority] += 1
+            self.breaker.record_rtt(now, now - write_ns)
+            self.latency_ns[self.latency_count % _LATENCY_SAMPLES] = now - msg.commit_ns
+            self.latency_count += 1
+            return
+        self.counts["reply_errors"] += 1
+        msg.attempts += 1
+        if msg.attempts > self.settings.retry_attempts:
+            self.queues.drops[msg.priority, Drop.RETRIES_EXHAUSTED] += 1
+            self._log_error(f"redis refused {msg.key} {msg.attempts} times: {error}; dropped")
+            return
+        delay_ms = min(self.settings.retry_max_ms,
+                       self.settings.retry_initial_ms * 2 ** (msg.attempts - 1))
+        msg.due_ns = now + int(delay_ms * 1_000_000)
+        self._retry.append(msg)
+        self.counts["retries"] += 1
+        self._log_error(f"redis refused {msg.key}: {error}; retry in {delay_ms:.0f} ms")
+
+    def _link_down(self, why: str) -> None:
+        unconfirmed = self.link.drop()
+        for msg in reversed(unconfirmed):   # oldest ends up first
+            self.queues.push_front(msg)
+        self.counts["resent"] += len(unconfirmed)
+        self._connect_failures_in_row = 0
+        self._next_connect = 0
+        self._log_error(f"{why}; {len(unconfirmed)} unconfirmed messages will be sent again")
+
+    def _connect(self, now_ns: int) -> None:
+        try:
+            self.link.connect()
+        except LinkDown as exc:
+            self.counts["connect_failures"] += 1
+            self._connect_failures_in_row += 1
+            cfg = self.settings
+            backoff_ms = min(cfg.reconnect_max_ms, cfg.reconnect_initial_ms *
+                             2 ** (self._connect_failures_in_row - 1))
+            backoff_ms *= 0.5 + random.random() / 2   # jitter: many publishers, one Redis
+            self._next_connect = now_ns + int(backoff_ms * 1_000_000)
+            self._log_error(f"{exc}; next attempt in {backoff_ms:.0f} ms")
+            return
+        if self.counts["connect_failures"] or self.counts["reconnects"] or self.sent.any():
+            self.counts["reconnects"] += 1
+        self._connect_failures_in_row = 0
+        log.info("publisher: connected to redis %s", self.link.describe())
+
+    def control(self, now_ns: int) -> None:
+        """Breaker evaluation, due retries, reconnection and stats (called every ms)."""
+        if not self.link.connected and now_ns >= self._next_connect:
+            self._connect(now_ns)
+        if self._retry:
+            due = [m for m in self._retry if m.due_ns <= now_ns]
+            if due:
+                self._retry = [m for m in self._retry if m.due_ns > now_ns]
+                for msg in reversed(due):
+                    self.queues.push_front(msg)
+        oldest = self.queues.oldest_enqueued_ns()
+        inflight = self.link.oldest_write_ns()
+        before = self.breaker.state
+        state = self.breaker.tick(now_ns, now_ns - oldest if oldest else 0,
+                                  now_ns - inflight if inflight else 0)
+        if state != before:
+            log.warning("publisher: breaker %s → %s%s", before.name, state.name,
+                        f" ({self.breaker.reason})" if self.breaker.reason else "")
+        if state == BreakerState.OPEN:   # only CRITICAL goes out while open
+            for p in range(1, CLASSES):
+                self.queues.drop_class(p, Drop.BREAKER_OPEN)
+        if now_ns >= self._next_stats:
+            self._next_stats = now_ns + _STATS_NS
+            self.publish_stats(now_ns)
+
+    def step(self, wait_s: float = 0.0) -> int:
+        """One pass: ingest, pump, control; if nothing happened, wait up to ``wait_s`` (for a
+        reply on the socket, or parked on the first ring). Returns records + messages."""
+        now = self.clock()
+        if now >= self._next_analytics and "analytics" in self.settings.streams:
+            self._next_analytics = now + self.settings.analytics_interval_ms * 1_000_000
+            self.read_analytics(now)
+        done = self.ingest()
+        done += self.pump()
+        now = self.clock()
+        if now >= self._next_tick:
+            self._next_tick = now + _TICK_NS
+            self.control(now)
+        if done:
+            self._last_activity = now
+        elif wait_s > 0 and now - self._last_activity > self.settings.spin_us * 1000:
+            self._wait(wait_s)
+        return done
+
+    def _wait(self, wait_s: float) -> None:
+        link = self.link
+        if link.connected and (link.inflight or link.pending_bytes):
+            # replies due: wake on the socket, but look at the rings again soon
+            assert link.sock is not None
+            select.select([link.sock], [link.sock] if link.pending_bytes else [], [],
+                          min(wait_s, 0.0002))
+            return
+        if len(self.queues) or self._retry:
+            time.sleep(min(wait_s, 0.0005))   # waiting for the breaker, a retry or Redis
+            return
+        owner, stream = ("detectors", "events") if "events" in self.settings.streams else \
+            (next(iter(self.encoders)), self.streams[0]) if self.encoders and self.streams \
+            else ("", "")
+        if not owner or self.rings.reader(owner, stream) is None:
+            time.sleep(wait_s)
+            return
+        batch, _ = self.rings.poll(owner, stream, wait_s)   # woken by the ring's commit
+        if batch is not None and len(batch):
+            self._queue_batch(owner, stream, batch)
+
+    # -- stats ------------------------------------------------------------------------------
+
+    def publish_stats(self, now_ns: int) -> None:
+        """Write the stats row (every 100 ms from :meth:`control`, and at close)."""
+        r = self._stats_row[0]
+        r["ts_ns"], r["pid"] = time.time_ns(), self._pid
+        r["connected"] = int(self.link.connected)
+        r["breaker_state"] = int(self.breaker.state)
+        r["inflight"] = len(self.link.inflight)
+        r["rtt_p99_ns"] = self.breaker.p99_ns(now_ns)
+        oldest = self.queues.oldest_enqueued_ns()
+        r["oldest_queued_ns"] = now_ns - oldest if oldest else 0
+        for name, value in self.counts.items():
+            r[name] = value
+        r["discontinuities"] = self.rings.discontinuities
+        for s in BreakerState:
+            r[f"breaker_to_{s.name.lower()}"] = self.breaker.transitions[int(s)]
+        depths = self.queues.depths()
+        for i, p in enumerate(_PRIORITY_FIELDS):
+            r[f"queued_{p}"] = depths[i]
+            r[f"enqueued_{p}"] = self.queues.enqueued[i]
+            r[f"sent_{p}"] = self.sent[i]
+            r[f"confirmed_{p}"] = self.confirmed[i]
+            for j, reason in enumerate(DROP_REASONS):
+                r[f"dropped_{p}_{reason}"] = self.queues.drops[i, j]
+        r["seq"] += 1
+        self.stats.update(0, r)
+
+    def latencies(self) -> np.ndarray:
+        """Ring commit → confirmation latencies recorded so far (ns; the newest 1 M)."""
+        n = min(self.latency_count, _LATENCY_SAMPLES)
+        return self.latency_ns[:n].copy()
+
+    def _log_error(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log >= 1.0:   # rate-limited: the counters have the rest
+            self._last_error_log = now
+            log.warning("publisher: %s", message)
+
+    def close(self) -> None:
+        """Final stats row, close the connection (unconfirmed messages are lost, counted in
+        the log) and the readers."""
+        self.publish_stats(self.clock())
+        lost = self.link.drop()
+        if lost or len(self.queues):
+            log.warning("publisher: closing with %d unconfirmed and %d queued messages",
+                        len(lost), len(self.queues))
+        self.rings.close()
+        for table in self._analytics.values():
+            table.close()
+        self.stats.close()
+
+    def drain(self, timeout_s: float) -> bool:
+        """Keep pumping until every queued message is confirmed or ``timeout_s`` passes
+        (shutdown); returns True if everything was confirmed."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.pump()
+            self.control(self.clock())
+            if not len(self.queues) and not self.link.inflight and not self._retry:
+                return True
+            time.sleep(0.0002)
+        return False
+
