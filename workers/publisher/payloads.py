@@ -159,11 +159,14 @@ class PayloadEncoder:
             sid = r[_K["symbol_id"]]
             nb, na = r[_K["n_bids"]], r[_K["n_asks"]]
             p = self._base("orderbook", r, _K, sid)
+            # sub-array fields come out of tolist() as arrays: their own tolist() gives floats
             p.update(last_update_id=r[_K["update_id"]],
-                     bids=[list(level) for level in zip(r[_K["bid_px"]][:nb],
-                                                        r[_K["bid_qty"]][:nb], strict=True)],
-                     asks=[list(level) for level in zip(r[_K["ask_px"]][:na],
-                                                        r[_K["ask_qty"]][:na], strict=True)],
+                     bids=[list(level) for level in zip(r[_K["bid_px"]][:nb].tolist(),
+                                                        r[_K["bid_qty"]][:nb].tolist(),
+                                                        strict=True)],
+                     asks=[list(level) for level in zip(r[_K["ask_px"]][:na].tolist(),
+                                                        r[_K["ask_qty"]][:na].tolist(),
+                                                        strict=True)],
                      state=_STATES.get(r[_K["state"]], "NONE"), epoch=r[_K["epoch"]])
             yield "orderbook", sid, self.encode(p), r[_K["ts_commit_ns"]]
 
@@ -202,7 +205,7 @@ class PayloadEncoder:
             p = self._base(event_type, r, _E, sid)
             if kind == EventKind.CHANNEL_SILENT:   # an exchange-level event
                 p["symbol"] = "all"
-            values = r[_E["values"]]
+            values = r[_E["values"]].tolist()
             for i, name in enumerate(VALUE_NAMES[kind]):
                 p[_RENAME.get(name, name)] = values[i]
             p.update(side=_SIDES.get(r[_E["side"]]), priority=Priority(r[_E["priority"]]).name,
@@ -220,8 +223,6 @@ class PayloadEncoder:
             p = self._base(event_type, r, ix, sid)
             for name in fields:
                 p[name] = r[ix[name]]
-            if event_type == "stats_24h":
-                p["timestamp"] = r[ix["ts_commit_ns"]] // _MS  # rolling: publish time
             yield event_type, sid, self.encode(p), r[ix["ts_commit_ns"]]
 
 
