@@ -42,7 +42,7 @@ from .breaker import BreakerState, LatencyBreaker
 from .payloads import DEFAULT_PRIORITIES, PayloadEncoder
 from .queues import CLASSES, DROP_REASONS, Drop, Message, PriorityQueues
 from .redis_link import LinkDown, RedisLink
-from .resp import CommandPrefixes, parse_redis_url
+from .resp import CommandPrefixes, encode_command, parse_redis_url
 
 __all__ = ["STATS", "Publisher"]
 
@@ -64,6 +64,7 @@ _RING_STREAMS = ("trades", "bbo", "book", "liquidations", "funding", "open_inter
 _TICK_NS = 1_000_000
 _STATS_NS = 100_000_000
 _LATENCY_SAMPLES = 1 << 20
+_PING = encode_command("PING")
 
 
 class _Route:
@@ -127,6 +128,7 @@ class Publisher:
                                                        suffix="latest"), STATS, 1, replace=True)
         self._stats_row = np.zeros(1, STATS)
         self._last_error_log = 0.0
+        self._probe = Message("PING", _PING, 1, int(Priority.CRITICAL), 0, 0)
 
     # -- routes -----------------------------------------------------------------------------
 
@@ -256,6 +258,9 @@ class Publisher:
 
     def _on_reply(self, msg: Message, error: Exception | None, write_ns: int) -> None:
         now = self.clock()
+        if msg is self._probe:   # a PING probing a half-open breaker
+            self.breaker.record_rtt(now, now - write_ns)
+            return
         if error is None:
             self.confirmed[msg.priority] += 1
             self.breaker.record_rtt(now, now - write_ns)
@@ -319,7 +324,11 @@ class Publisher:
                                   now_ns - inflight if inflight else 0)
         if state != before:
             log.warning("publisher: breaker %s → %s%s", before.name, state.name,
-                        f" ({self.breaker.reason})" if self.breaker.reason else "")
+                        f" ({self.breaker.reason})" if state == BreakerState.OPEN else "")
+        if (state == BreakerState.HALF_OPEN and self.link.connected and not self.link.inflight
+                and not len(self.queues) and self.breaker.may_send(False, now_ns)):
+            # nothing to probe with: a PING's round trip decides as well
+            self.link.write(_PING, self._probe, 1)
         if state == BreakerState.OPEN:   # only CRITICAL goes out while open
             for p in range(1, CLASSES):
                 self.queues.drop_class(p, Drop.BREAKER_OPEN)
