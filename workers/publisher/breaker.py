@@ -80,8 +80,9 @@ class LatencyBreaker:
         self.last_p99_ns = 0
         self.reason = ""
         self.slot_ns = max(1, window_ns // _SLOTS)
-        self._hist = np.zeros((_SLOTS, _BUCKETS), np.int64)
-        self._slot_of = np.full(_SLOTS, -1, np.int64)   # which time slot each row holds
+        # plain lists: record_rtt runs per confirmation, and numpy scalar access costs more
+        self._hist = [[0] * _BUCKETS for _ in range(_SLOTS)]
+        self._slot_of = [-1] * _SLOTS   # which time slot each row holds
         self._tokens = self.burst
         self._tokens_ns = 0
         self._probes_sent = 0
@@ -93,10 +94,11 @@ class LatencyBreaker:
         """A confirmed message's round trip (write → last reply)."""
         slot = now_ns // self.slot_ns
         row = slot % _SLOTS
+        hist = self._hist[row]
         if self._slot_of[row] != slot:   # a new slot: the one it replaces left the window
             self._slot_of[row] = slot
-            self._hist[row] = 0
-        self._hist[row, rtt_bucket(rtt_ns)] += 1
+            hist = self._hist[row] = [0] * _BUCKETS
+        hist[rtt_bucket(rtt_ns)] += 1
         if self.state == BreakerState.HALF_OPEN:
             if rtt_ns > self.rtt_limit_ns:
                 self._open(now_ns, f"probe round trip {rtt_ns / 1e6:.2f} ms")
@@ -117,8 +119,7 @@ class LatencyBreaker:
             if now_ns - self.opened_ns >= self.cooldown_ns:
                 self._enter(BreakerState.HALF_OPEN)
                 self._probes_sent = self._probes_ok = 0
-                self._hist[:] = 0                # judge the recovery on new samples only
-                self._slot_of[:] = -1
+                self._slot_of = [-1] * _SLOTS    # judge the recovery on new samples only
         else:  # HALF_OPEN
             if inflight_age_ns > self.age_limit_ns or queue_age_ns > self.age_limit_ns:
                 self._open(now_ns, "probes not answered in time"
@@ -153,8 +154,9 @@ class LatencyBreaker:
         """p99 round trip over the window (the lower edge of its histogram bucket; 0 below
         ``min_samples`` samples)."""
         current = now_ns // self.slot_ns
-        live = (self._slot_of > current - _SLOTS) & (self._slot_of >= 0)
-        counts = self._hist[live].sum(axis=0)
+        live = [h for h, slot in zip(self._hist, self._slot_of, strict=True)
+                if slot >= 0 and slot > current - _SLOTS]
+        counts = np.array(live, np.int64).sum(axis=0) if live else np.zeros(_BUCKETS, np.int64)
         total = int(counts.sum())
         if total < self.min_samples:
             self.last_p99_ns = 0

@@ -27,7 +27,6 @@ from shm.layout import (
     FUNDING,
     LIQUIDATION,
     OPEN_INTEREST,
-    TRADE,
     BookState,
     Market,
     Priority,
@@ -106,7 +105,7 @@ class TradePayload(msgspec.Struct, gc=False):
     ts_recv_ns: int
 
 
-_T, _B, _K = _index(TRADE), _index(BBO), _index(BOOK)
+_B, _K = _index(BBO), _index(BOOK)
 _LQ, _F, _OI, _E = _index(LIQUIDATION), _index(FUNDING), _index(OPEN_INTEREST), _index(EVENT)
 Item = tuple[str, int, bytes, int]   # event type, symbol id, payload, ring commit ns
 
@@ -135,15 +134,23 @@ class PayloadEncoder:
 
     def records(self, stream: str, records: np.ndarray) -> Iterator[Item]:
         """``(event type, symbol id, payload, commit ns)`` of each record of a ring batch."""
+        if stream == "trades":
+            return self._trades(records)
         return getattr(self, "_" + stream)(records.tolist())
 
-    def _trades(self, rows: list[tuple[Any, ...]]) -> Iterator[Item]:
-        ex, enc, sym = self.exchange, self.encode, self.symbol
-        for r in rows:
-            sid = r[5]
+    def _trades(self, records: np.ndarray) -> Iterator[Item]:
+        # the hot stream: columns to lists (≈ 10× cheaper per record than rows via tolist())
+        ex, enc, names = self.exchange, self.encode, self.names
+        known = len(names)
+        columns = [records[name].tolist() for name in (
+            "symbol_id", "price", "qty", "side", "ts_exchange_ns", "trade_id", "market", "seq",
+            "ts_recv_ns", "ts_commit_ns")]
+        for sid, price, qty, side, ts, trade_id, market, seq, recv, commit in zip(
+                *columns, strict=True):
             yield "trade", sid, enc(TradePayload(
-                ex, sym(sid), "trade", r[9], r[10], _SIDES.get(r[12]), r[1] // _MS, r[11],
-                _MARKETS.get(r[7], "none"), r[0], r[2])), r[4]
+                ex, names[sid] if sid < known else self.symbol(sid), "trade", price, qty,
+                _SIDES.get(side), ts // _MS, trade_id, _MARKETS.get(market, "none"), seq,
+                recv)), commit
 
     def _bbo(self, rows: list[tuple[Any, ...]]) -> Iterator[Item]:
         for r in rows:
@@ -227,4 +234,3 @@ class PayloadEncoder:
 
 
 _A = _index(ANALYTICS)
-assert _T["symbol_id"] == 5 and _T["price"] == 9 and _T["side"] == 12  # _trades' positions

@@ -65,18 +65,26 @@ _TICK_NS = 1_000_000
 _STATS_NS = 100_000_000
 _LATENCY_SAMPLES = 1 << 20
 _PING = encode_command("PING")
+_RUN = 64   # CRITICAL/HIGH records per message (see queues.Message)
+_MAX_PENDING_BYTES = 4 << 20   # written but not taken by the socket: stop writing more
 
 
 class _Route:
-    """How messages of one (exchange, event type, symbol) are written."""
+    """How messages of one (exchange, event type, symbol) are written: ``commands(payload)``
+    gives the RESP bytes of every configured surface."""
 
-    __slots__ = ("latest", "prefixes", "priority", "publish", "replies", "xadd")
+    __slots__ = ("commands", "prefixes", "priority", "replies")
 
     def __init__(self, prefixes: CommandPrefixes, priority: int, publish: bool, latest: bool,
                  xadd: bool) -> None:
         self.prefixes, self.priority = prefixes, priority
-        self.publish, self.latest, self.xadd = publish, latest, xadd
         self.replies = int(publish) + int(latest) + int(xadd)
+        surfaces = [f for f, on in ((prefixes.publish, publish),
+                                    (prefixes.set_latest, latest), (prefixes.xadd, xadd)) if on]
+        # one surface (the common case): the prefix method itself, no extra call
+        self.commands: Callable[[bytes], bytes] = surfaces[0] if len(surfaces) == 1 else \
+            (lambda payload: b"".join([f(payload) for f in surfaces])) if surfaces else \
+            (lambda payload: b"")
 
 
 class Publisher:
@@ -159,16 +167,8 @@ class Publisher:
         if breaker_open and p != Priority.CRITICAL:
             self.queues.drops[p, Drop.BREAKER_OPEN] += 1
             return
-        pre = route.prefixes
-        parts = []
-        if route.publish:
-            parts.append(pre.publish(payload))
-        if route.latest:
-            parts.append(pre.set_latest(payload))
-        if route.xadd:
-            parts.append(pre.xadd(payload))
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        self.queues.push(Message(pre.key, data, route.replies, p, commit_ns, now_ns))
+        self.queues.push(Message(route.prefixes.key, route.commands(payload), route.replies, p,
+                                 commit_ns, now_ns))
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -197,12 +197,39 @@ class Publisher:
                       for e in np.unique(batch["exchange"]).tolist()]
         else:
             groups = [(owner, batch)]
+        routes, queues = self._routes, self.queues
         for exchange, rows in groups:
             if exchange is None:
                 continue   # an exchange this publisher does not serve
+            # CRITICAL/HIGH records go in runs of up to _RUN per class (one write, one
+            # confirmation); MEDIUM/LOW one message each (conflation works per key)
+            runs: list[list[bytes]] = [[] for _ in range(CLASSES)]
+            replies, first = [0] * CLASSES, [0] * CLASSES
             for event_type, sid, payload, commit in self.encoders[exchange].records(stream,
                                                                                     rows):
-                self._enqueue(exchange, event_type, sid, payload, commit, now, breaker_open)
+                route = routes.get((exchange, event_type, sid)) or \
+                    self._route(exchange, event_type, sid)
+                p = route.priority
+                if p >= Priority.MEDIUM or not route.replies:
+                    self._enqueue(exchange, event_type, sid, payload, commit, now,
+                                  breaker_open)
+                    continue
+                if breaker_open and p != Priority.CRITICAL:
+                    queues.drops[p, Drop.BREAKER_OPEN] += 1
+                    continue
+                run = runs[p]
+                if not run:
+                    first[p] = commit
+                run.append(route.commands(payload))
+                replies[p] += route.replies
+                if len(run) == _RUN:
+                    queues.push(Message(stream, b"".join(run), replies[p], p, first[p], now,
+                                        _RUN))
+                    runs[p], replies[p] = [], 0
+            for p, run in enumerate(runs):
+                if run:
+                    queues.push(Message(stream, b"".join(run), replies[p], p, first[p], now,
+                                        len(run)))
         return len(batch)
 
     def read_analytics(self, now_ns: int) -> int:
@@ -229,27 +256,36 @@ class Publisher:
         return done
 
     def pump(self) -> int:
-        """Write queued messages (priority order, as the breaker allows), hand them to the
-        socket and confirm what Redis answered; returns messages written."""
+        """Write queued messages (priority order, as the breaker allows) in batches of at
+        most ``batch_max``, each handed to the socket and followed by reading the replies
+        there are (so a round trip is not inflated by our own later batches), until the
+        queues are empty, ``max_inflight`` is reached or the socket stops taking bytes;
+        returns messages written."""
         link = self.link
         if not link.connected:
             return 0
         cfg, queues, breaker = self.settings, self.queues, self.breaker
         written = 0
-        now = self.clock()
         try:
-            room = min(cfg.batch_max, cfg.max_inflight - len(link.inflight))
-            for p in range(CLASSES):
-                critical = p == Priority.CRITICAL
-                while room > 0:
-                    msg = queues.peek(p)
-                    if msg is None or not breaker.may_send(critical, now):
-                        break
-                    queues.pop(p)
-                    link.write(msg.data, msg, msg.replies)
-                    self.sent[p] += 1
-                    room -= 1
-                    written += 1
+            while link.pending_bytes < _MAX_PENDING_BYTES:
+                now = self.clock()
+                room = min(cfg.batch_max, cfg.max_inflight - len(link.inflight))
+                batch = 0
+                for p in range(CLASSES):
+                    critical = p == Priority.CRITICAL
+                    while batch < room:
+                        msg = queues.peek(p)
+                        if msg is None or not breaker.may_send(critical, now):
+                            break
+                        queues.pop(p)
+                        link.write(msg.data, msg, msg.replies)
+                        self.sent[p] += msg.count
+                        batch += 1
+                if not batch:
+                    break
+                written += batch
+                link.flush()
+                link.read(self._on_reply)
             link.flush()
             link.read(self._on_reply)
         except LinkDown as exc:
@@ -262,7 +298,7 @@ class Publisher:
             self.breaker.record_rtt(now, now - write_ns)
             return
         if error is None:
-            self.confirmed[msg.priority] += 1
+            self.confirmed[msg.priority] += msg.count
             self.breaker.record_rtt(now, now - write_ns)
             self.latency_ns[self.latency_count % _LATENCY_SAMPLES] = now - msg.commit_ns
             self.latency_count += 1
@@ -270,7 +306,7 @@ class Publisher:
         self.counts["reply_errors"] += 1
         msg.attempts += 1
         if msg.attempts > self.settings.retry_attempts:
-            self.queues.drops[msg.priority, Drop.RETRIES_EXHAUSTED] += 1
+            self.queues.drops[msg.priority, Drop.RETRIES_EXHAUSTED] += msg.count
             self._log_error(f"redis refused {msg.key} {msg.attempts} times: {error}; dropped")
             return
         delay_ms = min(self.settings.retry_max_ms,

@@ -41,26 +41,33 @@ DROP_REASONS = ("conflated", "shed", "overflow", "breaker_open", "retries_exhaus
 
 
 class Message:
-    """One message for Redis: ``data`` holds ``replies`` complete RESP commands (PUBLISH and
-    maybe SET/XADD) for ``key``; the stamps are the bus's clock (ns)."""
+    """One write for Redis: ``data`` holds ``replies`` complete RESP commands (PUBLISH and
+    maybe SET/XADD) of ``count`` records; the stamps are the bus's clock (ns).
 
-    __slots__ = ("attempts", "commit_ns", "data", "due_ns", "enqueued_ns", "key", "priority",
-                 "replies")
+    A MEDIUM/LOW message is one record of one ``key`` (conflation replaces it whole). A
+    CRITICAL/HIGH message may carry a run of up to 64 records of one ring batch (any keys):
+    one queue entry, one write and one confirmation instead of 64; ``commit_ns`` is then its
+    oldest record's, so its latency is the run's worst."""
+
+    __slots__ = ("attempts", "commit_ns", "count", "data", "due_ns", "enqueued_ns", "key",
+                 "priority", "replies")
 
     def __init__(self, key: str, data: bytes, replies: int, priority: int, commit_ns: int,
-                 enqueued_ns: int) -> None:
+                 enqueued_ns: int, count: int = 1) -> None:
         self.key = key
         self.data = data
         self.replies = replies
         self.priority = priority
-        self.commit_ns = commit_ns       # the record's ring commit (for latency)
+        self.commit_ns = commit_ns       # the (oldest) record's ring commit, for latency
         self.enqueued_ns = enqueued_ns
+        self.count = count
         self.attempts = 0
         self.due_ns = 0                  # a retry waits until then
 
 
 class PriorityQueues:
-    """The four class queues; ``capacities`` per class (CRITICAL, HIGH, MEDIUM, LOW)."""
+    """The four class queues; ``capacities`` in records per class (CRITICAL, HIGH, MEDIUM,
+    LOW); drops are counted in records."""
 
     def __init__(self, capacities: tuple[int, int, int, int],
                  conflate_fraction: float = 0.5) -> None:
@@ -76,36 +83,42 @@ class PriorityQueues:
         self._by_key: tuple[dict[str, Message], ...] = tuple({} for _ in range(CLASSES))
         self.drops = np.zeros((CLASSES, len(DROP_REASONS)), np.int64)
         self.enqueued = np.zeros(CLASSES, np.int64)
+        self.sizes = [0] * CLASSES   # records queued per class
 
     def __len__(self) -> int:
-        return sum(len(q) for q in self.queues)
+        return sum(self.sizes)
 
     def depths(self) -> list[int]:
-        """Messages queued per class."""
-        return [len(q) for q in self.queues]
+        """Records queued per class."""
+        return list(self.sizes)
 
     def push(self, msg: Message) -> None:
         """Queue ``msg`` in its class (conflating or dropping as the module docstring says)."""
         p = msg.priority
-        queue = self.queues[p]
-        self.enqueued[p] += 1
+        queue, sizes = self.queues[p], self.sizes
+        self.enqueued[p] += msg.count
         if p >= Priority.MEDIUM:
             by_key = self._by_key[p]
-            if len(queue) >= self.conflate_at[p]:
+            if sizes[p] >= self.conflate_at[p]:
                 queued = by_key.get(msg.key)
                 if queued is not None:   # keep its place (and age), take the new payload
                     queued.data, queued.replies = msg.data, msg.replies
                     queued.commit_ns = msg.commit_ns
                     self.drops[p, Drop.CONFLATED] += 1
                     return
-            if len(queue) >= self.capacities[p]:
-                self._forget(p, queue.popleft())
-                self.drops[p, Drop.SHED] += 1
+            while queue and sizes[p] + msg.count > self.capacities[p]:
+                old = queue.popleft()
+                self._forget(p, old)
+                sizes[p] -= old.count
+                self.drops[p, Drop.SHED] += old.count
             by_key[msg.key] = msg
-        elif len(queue) >= self.capacities[p]:
-            queue.popleft()
-            self.drops[p, Drop.OVERFLOW] += 1
+        else:
+            while queue and sizes[p] + msg.count > self.capacities[p]:
+                old = queue.popleft()
+                sizes[p] -= old.count
+                self.drops[p, Drop.OVERFLOW] += old.count
         queue.append(msg)
+        sizes[p] += msg.count
 
     def push_front(self, msg: Message) -> None:
         """Put back a message that was written but not confirmed (sent again first). Never
@@ -118,6 +131,7 @@ class PriorityQueues:
                 return
             self._by_key[p][msg.key] = msg
         self.queues[p].appendleft(msg)
+        self.sizes[p] += msg.count
 
     def pop(self, priority: int) -> Message | None:
         """The oldest message of class ``priority`` (None if empty)."""
@@ -125,6 +139,7 @@ class PriorityQueues:
         if not queue:
             return None
         msg = queue.popleft()
+        self.sizes[priority] -= msg.count
         if priority >= Priority.MEDIUM:
             self._forget(priority, msg)
         return msg
@@ -135,11 +150,11 @@ class PriorityQueues:
         return queue[0] if queue else None
 
     def drop_class(self, priority: int, reason: int) -> int:
-        """Drop every message of one class, counted under ``reason``; returns how many."""
-        queue = self.queues[priority]
-        n = len(queue)
-        queue.clear()
+        """Drop every message of one class, counted under ``reason``; returns the records."""
+        n = self.sizes[priority]
+        self.queues[priority].clear()
         self._by_key[priority].clear()
+        self.sizes[priority] = 0
         self.drops[priority, reason] += n
         return n
 
