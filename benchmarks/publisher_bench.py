@@ -15,7 +15,8 @@ CPU; the publisher runs in this process, pinned to the second.
 * ``latency@R``: a writer process (first CPU, beside Redis) commits R trades/s, open loop,
   paced by sleeping (so bursts happen, as on an exchange feed); the publisher drains them
   with PUBLISH + SET. Ring commit → the message's last Redis reply, from the publisher's own
-  samples (one clock); the first 0.5 s is discarded. p50/p99/p99.9 of the median run (by
+  samples (one clock); the first 0.5 s is discarded. Counts are
+  messages (a burst of records is one message, its latency the oldest record's). p50/p99/p99.9 of the median run (by
   p99), and every run's p99.
 
 Prints JSON lines ``{"bench": "publisher", "suite", "case", "metric", "value", "unit", ...}``.
@@ -62,17 +63,19 @@ sys.stdin.readline()
 t0 = time.perf_counter_ns()
 n, total = 0, int(rate * seconds)
 period = 1e9 / rate
+burst_ns = int(sys.argv[4]) * 1000
 while n < total:
-    due = t0 + int(n * period)
-    ahead = due - time.perf_counter_ns()
-    if ahead > 0:
-        time.sleep(ahead / 1e9)   # beside Redis on one CPU: sleep, do not spin
-    rec["ts_exchange_ns"] = time.time_ns()
-    rec["ts_mono_ns"] = due
-    rec["symbol_id"] = n & 3
-    rec["trade_id"] = n
-    w.commit(rec)
-    n += 1
+    now = time.perf_counter_ns()
+    while n < total and t0 + int(n * period) <= now:   # everything due, open loop
+        rec["ts_exchange_ns"] = time.time_ns()
+        rec["ts_mono_ns"] = t0 + int(n * period)
+        rec["symbol_id"] = n & 3
+        rec["trade_id"] = n
+        w.commit(rec)
+        n += 1
+    # beside Redis on one CPU: sleep, never spin; 0: until the next record is due
+    ahead = t0 + int(n * period) - time.perf_counter_ns()
+    time.sleep(max(ahead, burst_ns) / 1e9)
 time.sleep(1.0)
 w.close()
 """
@@ -169,10 +172,12 @@ def _throughput_redis_py(server: EmbeddedRedis, n: int, batch: int = 512) -> flo
     return n / elapsed
 
 
-def _latency_run(server: EmbeddedRedis, rate: float, seconds: float) -> np.ndarray:
+def _latency_run(server: EmbeddedRedis, rate: float, seconds: float,
+                 burst_us: int) -> np.ndarray:
     instance = "pb" + uuid.uuid4().hex[:6]
     name = shm.segment_name(instance, "binance", "trades")
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, name, str(rate), str(seconds)],
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, name, str(rate), str(seconds),
+                               str(burst_us)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO)
     pub = None
     try:
@@ -185,11 +190,15 @@ def _latency_run(server: EmbeddedRedis, rate: float, seconds: float) -> np.ndarr
             pub.step(0.001)
         writer.stdin.write(b"go\n")
         writer.stdin.flush()
+        warm = time.monotonic() + 0.5
         end = time.monotonic() + seconds + 1.5
+        skip = -1
         while time.monotonic() < end:
             pub.step(cfg.idle_wait_us / 1e6)
+            if skip < 0 and time.monotonic() >= warm:
+                skip = pub.latency_count   # warm-up discarded
         writer.wait(timeout=30)
-        lat = pub.latencies()
+        lat = pub.latencies()[skip:]
         assert not pub.queues.drops.any(), pub.queues.drops
     finally:
         if pub is not None:
@@ -198,8 +207,7 @@ def _latency_run(server: EmbeddedRedis, rate: float, seconds: float) -> np.ndarr
             writer.terminate()
             writer.wait(timeout=20)
         _cleanup(instance)
-    skip = int(rate * 0.5)
-    return lat[skip:] / 1e3
+    return lat / 1e3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--rates", default="1000,5000,20000", help="trades/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--burst-us", type=int, default=0,
+                        help="writer: sleep at least this long between commits (bursts)")
     parser.add_argument("--quick", action="store_true", help="one short run (CI smoke test)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -227,10 +237,11 @@ def main(argv: list[str] | None = None) -> int:
         _emit("resp_vs_redis_py", "throughput_ratio",
               results["resp_publish"] / results["redis_py_publish"], "x")
         for rate in (float(r) for r in args.rates.split(",")):
-            lat_runs = [_latency_run(server, rate, args.seconds) for _ in range(args.runs)]
+            lat_runs = [_latency_run(server, rate, args.seconds, args.burst_us)
+                        for _ in range(args.runs)]
             p99s = [float(np.percentile(r, 99)) for r in lat_runs]
             median = lat_runs[int(np.argsort(p99s)[len(p99s) // 2])]
-            case = f"latency@{int(rate)}"
+            case = f"latency@{int(rate)}" + (f"_burst{args.burst_us}us" if args.burst_us else "")
             for p in (50, 99, 99.9):
                 _emit(case, f"commit_to_reply_p{p:g}", float(np.percentile(median, p)), "us",
                       runs=[round(float(np.percentile(r, p)), 1) for r in lat_runs])

@@ -66,6 +66,10 @@ _STATS_NS = 100_000_000
 _LATENCY_SAMPLES = 1 << 20
 _PING = encode_command("PING")
 _RUN = 64   # CRITICAL/HIGH records per message (see queues.Message)
+# plain ints on the hot path (IntEnum comparisons and attribute lookups cost more)
+_CRITICAL, _HIGH, _MEDIUM = int(Priority.CRITICAL), int(Priority.HIGH), int(Priority.MEDIUM)
+_OPEN = int(BreakerState.OPEN)
+_P99_EVERY = 10   # control ticks between two p99 evaluations of the breaker
 _MAX_PENDING_BYTES = 4 << 20   # written but not taken by the socket: stop writing more
 
 
@@ -121,6 +125,7 @@ class Publisher:
         self._analytics_seq: dict[tuple[str, int], int] = {}
         self._next_analytics = 0
         self._next_tick = 0
+        self._ticks = 0
         self._next_stats = 0
         self._next_connect = 0
         self._connect_failures_in_row = 0
@@ -136,7 +141,7 @@ class Publisher:
                                                        suffix="latest"), STATS, 1, replace=True)
         self._stats_row = np.zeros(1, STATS)
         self._last_error_log = 0.0
-        self._probe = Message("PING", _PING, 1, int(Priority.CRITICAL), 0, 0)
+        self._probe = Message("PING", _PING, 1, _CRITICAL, 0, 0)
 
     # -- routes -----------------------------------------------------------------------------
 
@@ -153,7 +158,7 @@ class Publisher:
 
             route = _Route(CommandPrefixes(f"{exchange}:{symbol}:{event_type}",
                                            cfg.latest_ttl_ms, cfg.xadd_maxlen),
-                           self.priorities.get(event_type, int(Priority.HIGH)),
+                           self.priorities.get(event_type, _HIGH),
                            on(cfg.publish), on(cfg.latest), on(cfg.xadd))
             self._routes[key] = route
         return route
@@ -164,7 +169,7 @@ class Publisher:
         if not route.replies:
             return
         p = route.priority
-        if breaker_open and p != Priority.CRITICAL:
+        if breaker_open and p != _CRITICAL:
             self.queues.drops[p, Drop.BREAKER_OPEN] += 1
             return
         self.queues.push(Message(route.prefixes.key, route.commands(payload), route.replies, p,
@@ -190,7 +195,7 @@ class Publisher:
         """Queue the messages of one ring batch (``owner``: an exchange, or ``detectors`` for
         the events ring, whose records name their exchange)."""
         now = self.clock()
-        breaker_open = self.breaker.state == BreakerState.OPEN
+        breaker_open = self.breaker.state == _OPEN
         self.counts["records"] += len(batch)
         if owner == "detectors":
             groups = [(self._exchange_names.get(e), batch[batch["exchange"] == e])
@@ -210,11 +215,11 @@ class Publisher:
                 route = routes.get((exchange, event_type, sid)) or \
                     self._route(exchange, event_type, sid)
                 p = route.priority
-                if p >= Priority.MEDIUM or not route.replies:
+                if p >= _MEDIUM or not route.replies:
                     self._enqueue(exchange, event_type, sid, payload, commit, now,
                                   breaker_open)
                     continue
-                if breaker_open and p != Priority.CRITICAL:
+                if breaker_open and p != _CRITICAL:
                     queues.drops[p, Drop.BREAKER_OPEN] += 1
                     continue
                 run = runs[p]
@@ -235,7 +240,7 @@ class Publisher:
     def read_analytics(self, now_ns: int) -> int:
         """Queue the analytics of every row that changed since the last read."""
         done = 0
-        breaker_open = self.breaker.state == BreakerState.OPEN
+        breaker_open = self.breaker.state == _OPEN
         for exchange, encoder in self.encoders.items():
             table = self._analytics.get(exchange)
             if table is None:
@@ -256,26 +261,32 @@ class Publisher:
         return done
 
     def pump(self) -> int:
-        """Write queued messages (priority order, as the breaker allows) in batches of at
-        most ``batch_max``, each handed to the socket and followed by reading the replies
-        there are (so a round trip is not inflated by our own later batches), until the
-        queues are empty, ``max_inflight`` is reached or the socket stops taking bytes;
-        returns messages written."""
+        """Confirm what Redis answered, then write queued messages (priority order, as the
+        breaker allows) in batches of at most ``batch_max``, each handed to the socket, until
+        the queues are empty, ``max_inflight`` is reached or the socket stops taking bytes;
+        returns messages written. Replies are read before writing (none can be there right
+        after a write) and between batches (so a round trip is not inflated by our own later
+        batches)."""
         link = self.link
         if not link.connected:
             return 0
         cfg, queues, breaker = self.settings, self.queues, self.breaker
         written = 0
         try:
-            while link.pending_bytes < _MAX_PENDING_BYTES:
+            if link.inflight:
+                link.read(self._on_reply)
+            while len(queues) and link.pending_bytes < _MAX_PENDING_BYTES:
+                if written:
+                    link.read(self._on_reply)
                 now = self.clock()
                 room = min(cfg.batch_max, cfg.max_inflight - len(link.inflight))
+                closed = breaker.closed
                 batch = 0
                 for p in range(CLASSES):
-                    critical = p == Priority.CRITICAL
+                    critical = p == _CRITICAL
                     while batch < room:
                         msg = queues.peek(p)
-                        if msg is None or not breaker.may_send(critical, now):
+                        if msg is None or not (closed or breaker.may_send(critical, now)):
                             break
                         queues.pop(p)
                         link.write(msg.data, msg, msg.replies)
@@ -285,9 +296,8 @@ class Publisher:
                     break
                 written += batch
                 link.flush()
-                link.read(self._on_reply)
-            link.flush()
-            link.read(self._on_reply)
+            if link.pending_bytes:
+                link.flush()
         except LinkDown as exc:
             self._link_down(str(exc))
         return written
@@ -356,8 +366,10 @@ class Publisher:
         oldest = self.queues.oldest_enqueued_ns()
         inflight = self.link.oldest_write_ns()
         before = self.breaker.state
+        self._ticks += 1
         state = self.breaker.tick(now_ns, now_ns - oldest if oldest else 0,
-                                  now_ns - inflight if inflight else 0)
+                                  now_ns - inflight if inflight else 0,
+                                  evaluate_p99=self._ticks % _P99_EVERY == 0)
         if state != before:
             log.warning("publisher: breaker %s → %s%s", before.name, state.name,
                         f" ({self.breaker.reason})" if state == BreakerState.OPEN else "")

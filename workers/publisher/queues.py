@@ -25,6 +25,7 @@ from shm.layout import Priority
 __all__ = ["DROP_REASONS", "Drop", "Message", "PriorityQueues"]
 
 CLASSES = len(Priority)
+_MEDIUM = int(Priority.MEDIUM)   # a plain int: comparing with an IntEnum member costs more
 
 
 class Drop:
@@ -97,7 +98,7 @@ class PriorityQueues:
         p = msg.priority
         queue, sizes = self.queues[p], self.sizes
         self.enqueued[p] += msg.count
-        if p >= Priority.MEDIUM:
+        if p >= _MEDIUM:
             by_key = self._by_key[p]
             if sizes[p] >= self.conflate_at[p]:
                 queued = by_key.get(msg.key)
@@ -124,7 +125,7 @@ class PriorityQueues:
         """Put back a message that was written but not confirmed (sent again first). Never
         dropped here: a re-send may exceed the capacity until the queue drains."""
         p = msg.priority
-        if p >= Priority.MEDIUM:
+        if p >= _MEDIUM:
             queued = self._by_key[p].get(msg.key)
             if queued is not None:   # a newer value of the key is already waiting
                 self.drops[p, Drop.CONFLATED] += 1
@@ -140,7 +141,7 @@ class PriorityQueues:
             return None
         msg = queue.popleft()
         self.sizes[priority] -= msg.count
-        if priority >= Priority.MEDIUM:
+        if priority >= _MEDIUM:
             self._forget(priority, msg)
         return msg
 
