@@ -15,9 +15,9 @@ CPU; the publisher runs in this process, pinned to the second.
 * ``latency@R``: a writer process (first CPU, beside Redis) commits R trades/s, open loop,
   paced by sleeping (so bursts happen, as on an exchange feed); the publisher drains them
   with PUBLISH + SET. Ring commit → the message's last Redis reply, from the publisher's own
-  samples (one clock); the first 0.5 s is discarded. Counts are
-  messages (a burst of records is one message, its latency the oldest record's). p50/p99/p99.9 of the median run (by
-  p99), and every run's p99.
+  samples (one clock); the first 0.5 s is discarded. Counts are messages (records that
+  arrive together are one message; its latency is the oldest record's). p50/p99/p99.9 of
+  the median run (by p99), and every run's p99.
 
 Prints JSON lines ``{"bench": "publisher", "suite", "case", "metric", "value", "unit", ...}``.
 """
@@ -25,6 +25,7 @@ Prints JSON lines ``{"bench": "publisher", "suite", "case", "metric", "value", "
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -186,6 +187,8 @@ def _latency_run(server: EmbeddedRedis, rate: float, seconds: float,
         _pin(writer.pid, 0)
         cfg = PublisherConfig(redis_url=server.url, streams=("trades",), latest=("trade",))
         pub = Publisher(instance, {"binance": NAMES}, cfg)
+        gc.collect()
+        gc.freeze()   # as run_publisher does
         for _ in range(200):
             pub.step(0.001)
         writer.stdin.write(b"go\n")

@@ -27,6 +27,7 @@ from shm.layout import (
     FUNDING,
     LIQUIDATION,
     OPEN_INTEREST,
+    TRADE,
     BookState,
     Market,
     Priority,
@@ -106,6 +107,10 @@ class TradePayload(msgspec.Struct, gc=False):
 
 
 _B, _K = _index(BBO), _index(BOOK)
+_TRADE = ("symbol_id", "price", "qty", "side", "ts_exchange_ns", "trade_id", "market", "seq",
+          "ts_recv_ns", "ts_commit_ns")
+_COLUMNS_FROM = 32   # records in a batch from which _trades converts columns
+assert [list(TRADE.fields)[i] for i in (5, 9, 10, 12, 1, 11, 7, 0, 2, 4)] == list(_TRADE)
 _LQ, _F, _OI, _E = _index(LIQUIDATION), _index(FUNDING), _index(OPEN_INTEREST), _index(EVENT)
 Item = tuple[str, int, bytes, int]   # event type, symbol id, payload, ring commit ns
 
@@ -139,14 +144,20 @@ class PayloadEncoder:
         return getattr(self, "_" + stream)(records.tolist())
 
     def _trades(self, records: np.ndarray) -> Iterator[Item]:
-        # the hot stream: columns to lists (≈ 10× cheaper per record than rows via tolist())
+        # the hot stream. A large batch goes column by column (≈ 10× cheaper per record than
+        # rows from tolist()); a small one row by row (ten column views cost ≈ 5 µs)
         ex, enc, names = self.exchange, self.encode, self.names
         known = len(names)
-        columns = [records[name].tolist() for name in (
-            "symbol_id", "price", "qty", "side", "ts_exchange_ns", "trade_id", "market", "seq",
-            "ts_recv_ns", "ts_commit_ns")]
+        if len(records) < _COLUMNS_FROM:
+            for r in records.tolist():   # positions: shm.TRADE's field order (checked below)
+                sid = r[5]
+                yield "trade", sid, enc(TradePayload(
+                    ex, names[sid] if sid < known else self.symbol(sid), "trade", r[9], r[10],
+                    _SIDES.get(r[12]), r[1] // _MS, r[11], _MARKETS.get(r[7], "none"), r[0],
+                    r[2])), r[4]
+            return
         for sid, price, qty, side, ts, trade_id, market, seq, recv, commit in zip(
-                *columns, strict=True):
+                *[records[name].tolist() for name in _TRADE], strict=True):
             yield "trade", sid, enc(TradePayload(
                 ex, names[sid] if sid < known else self.symbol(sid), "trade", price, qty,
                 _SIDES.get(side), ts // _MS, trade_id, _MARKETS.get(market, "none"), seq,

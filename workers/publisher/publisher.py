@@ -83,12 +83,7 @@ class _Route:
                  xadd: bool) -> None:
         self.prefixes, self.priority = prefixes, priority
         self.replies = int(publish) + int(latest) + int(xadd)
-        surfaces = [f for f, on in ((prefixes.publish, publish),
-                                    (prefixes.set_latest, latest), (prefixes.xadd, xadd)) if on]
-        # one surface (the common case): the prefix method itself, no extra call
-        self.commands: Callable[[bytes], bytes] = surfaces[0] if len(surfaces) == 1 else \
-            (lambda payload: b"".join([f(payload) for f in surfaces])) if surfaces else \
-            (lambda payload: b"")
+        self.commands = prefixes.builder(publish, latest, xadd)
 
 
 class Publisher:

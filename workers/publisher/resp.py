@@ -8,6 +8,7 @@ one length header and three concatenations.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import msgspec
@@ -60,6 +61,26 @@ class CommandPrefixes:
     def xadd(self, payload: bytes) -> bytes:
         """``XADD stream:key MAXLEN ~ n * data payload``."""
         return b"%s$%d\r\n%s\r\n" % (self._xadd, len(payload), payload)
+
+    def builder(self, publish: bool, latest: bool, xadd: bool) -> Callable[[bytes], bytes]:
+        """``f(payload)`` → the commands of the chosen surfaces, in that order, built with one
+        ``%`` format (the publisher calls it per record)."""
+        parts = [(head, tail) for head, tail, on in ((self._publish, b"", publish),
+                                                     (self._set, self._set_tail, latest),
+                                                     (self._xadd, b"", xadd)) if on]
+        fmt = b"".join(b"%s$%d\r\n%s\r\n" + tail.replace(b"%", b"%%") for _, tail in parts)
+        heads = [head for head, _ in parts]
+        if len(heads) == 1:
+            h0 = heads[0]
+            return lambda payload: fmt % (h0, len(payload), payload)
+        if len(heads) == 2:
+            h0, h1 = heads
+            return lambda payload: fmt % (h0, len(payload), payload, h1, len(payload), payload)
+        if len(heads) == 3:
+            h0, h1, h2 = heads
+            return lambda payload: fmt % (h0, len(payload), payload, h1, len(payload), payload,
+                                          h2, len(payload), payload)
+        return lambda payload: b""
 
 
 class RedisAddress(msgspec.Struct, frozen=True):
