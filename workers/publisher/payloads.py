@@ -110,7 +110,7 @@ _B, _K = _index(BBO), _index(BOOK)
 _TRADE = ("symbol_id", "price", "qty", "side", "ts_exchange_ns", "trade_id", "market", "seq",
           "ts_recv_ns", "ts_commit_ns")
 _COLUMNS_FROM = 32   # records in a batch from which _trades converts columns
-assert [list(TRADE.fields)[i] for i in (5, 9, 10, 12, 1, 11, 7, 0, 2, 4)] == list(_TRADE)
+assert [list(TRADE.fields or ())[i] for i in (5, 9, 10, 12, 1, 11, 7, 0, 2, 4)] == list(_TRADE)
 _LQ, _F, _OI, _E = _index(LIQUIDATION), _index(FUNDING), _index(OPEN_INTEREST), _index(EVENT)
 Item = tuple[str, int, bytes, int]   # event type, symbol id, payload, ring commit ns
 
