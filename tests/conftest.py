@@ -1,4 +1,5 @@
-"""Shared fixtures: a unique bus instance per test, and removal of everything it left."""
+"""Shared fixtures: a unique bus instance per test, and removal of everything it left; a private
+redis-server per test."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import shm
+from engine.embedded_redis import EmbeddedRedis
 
 PROCS = Path(__file__).parent / "shm" / "bus_procs.py"
 
@@ -33,3 +35,11 @@ def spawn(role: str, *args: object) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(PROCS), role, *map(str, args)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A running redis-server on a Unix socket in the test's tmp dir, stopped after the test;
+    ``.url`` for the publisher, ``.socket_path`` for redis-py."""
+    with EmbeddedRedis(tmp_path / "r") as server:
+        yield server

@@ -63,3 +63,16 @@ def test_detector_bench_quick_measures_every_trade() -> None:
     assert 0 < by[("latency@2000", "commit_to_event_p50")] <= \
         by[("latency@2000", "commit_to_event_p99")]
     assert not [i for i in shm.list_segments() if i.instance.startswith("bench")]
+
+
+def test_publisher_bench_quick_drains_everything() -> None:
+    out = subprocess.run([sys.executable, "benchmarks/publisher_bench.py", "--quick"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    by = {(d["case"], d["metric"]): d["value"] for d in map(json.loads, out.stdout.splitlines())}
+    for case in ("resp_publish", "resp_publish_set", "redis_py_publish"):
+        assert by[(case, "throughput")] > 0, case
+    assert by[("latency@2000", "messages")] > 0
+    assert 0 < by[("latency@2000", "commit_to_reply_p50")] <= \
+        by[("latency@2000", "commit_to_reply_p99")]
+    assert not [i for i in shm.list_segments() if i.instance.startswith("pb")]
