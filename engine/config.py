@@ -339,6 +339,14 @@ def configured_names(cfg: ExchangeConfig) -> list[str]:
     return symbol_names([(s.symbol, s.market) for s in cfg.symbols])
 
 
+def enabled_exchanges(config: Config, only: Sequence[str] = ()) -> dict[str, list[str]]:
+    """The enabled exchanges (those in ``only``, if given) → their symbol names by symbol id
+    (what a detector or publisher process follows)."""
+    return {name: configured_names(getattr(config.exchanges, name))
+            for name in ExchangesConfig.__struct_fields__
+            if getattr(config.exchanges, name).enabled and (not only or name in only)}
+
+
 def _check_exchange_refs(path: Path, config: Config) -> None:
     for where, names in (("detectors", config.detectors.exchanges),
                          ("publisher", config.publisher.exchanges)):

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,9 @@ import shm
 from engine.embedded_redis import EmbeddedRedis
 from shm.layout import Priority
 from workers.detectors.events import EventKind
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workers"))
+from feed_live import wait_for
 
 CONFIG = """
 [engine]
@@ -124,16 +127,6 @@ def stats(instance: str) -> np.void | None:
         return table.get(0)
     finally:
         table.close()
-
-
-def wait_for(what: Callable[[], Any], timeout_s: float, message: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = what()
-        if got:
-            return got
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {message}")
 
 
 def wait_connected(instance: str) -> None:

@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 import shm
-from engine.config import Config, DetectorsConfig, ExchangesConfig, configured_names
+from engine.config import Config, DetectorsConfig, enabled_exchanges
 
 from .events import EventBuffer
 from .funding import FundingState
@@ -47,10 +47,7 @@ def run_detectors(config: Config, duration_s: float | None = None) -> int:
     cfg = config.detectors
     if cfg.cpu >= 0:
         os.sched_setaffinity(0, {cfg.cpu})
-    exchanges = {name: configured_names(getattr(config.exchanges, name))
-                 for name in ExchangesConfig.__struct_fields__
-                 if getattr(config.exchanges, name).enabled
-                 and (not cfg.exchanges or name in cfg.exchanges)}
+    exchanges = enabled_exchanges(config, cfg.exchanges)
     warm_kernels(cfg)
     markets = {name: [s.market for s in getattr(config.exchanges, name).symbols]
                for name in exchanges}

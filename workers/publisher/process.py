@@ -13,7 +13,7 @@ import os
 import signal
 import time
 
-from engine.config import Config, ExchangesConfig, configured_names
+from engine.config import Config, enabled_exchanges
 
 from .publisher import Publisher
 
@@ -27,10 +27,7 @@ def run_publisher(config: Config, duration_s: float | None = None, drain_s: floa
     cfg = config.publisher
     if cfg.cpu >= 0:
         os.sched_setaffinity(0, {cfg.cpu})
-    exchanges = {name: configured_names(getattr(config.exchanges, name))
-                 for name in ExchangesConfig.__struct_fields__
-                 if getattr(config.exchanges, name).enabled
-                 and (not cfg.exchanges or name in cfg.exchanges)}
+    exchanges = enabled_exchanges(config, cfg.exchanges)
     publisher = Publisher(config.engine.instance, exchanges, cfg)
     # numba and numpy leave ~100 k long-lived objects; a full collection of them takes
     # ~30 ms here. Frozen, the collector never walks them again (the loop's own garbage is
