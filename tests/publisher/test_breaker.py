@@ -85,3 +85,20 @@ def test_half_open_probes_then_closes_or_opens_again() -> None:
 def test_bad_settings() -> None:
     with pytest.raises(ValueError, match="cooldown_ns"):
         breaker(cooldown_ns=0)
+
+
+def test_recovery_is_judged_on_new_round_trips_and_lost_probes_are_refunded() -> None:
+    b = breaker(probe_messages=2)
+    for i in range(30):
+        b.record_rtt(i * MS, 50 * MS)               # slow: opens on p99
+    assert b.tick(30 * MS, 0, 0) == BreakerState.OPEN
+    assert b.tick(600 * MS, 0, 0) == BreakerState.HALF_OPEN
+    assert b.may_send(False, 600 * MS) and b.may_send(False, 600 * MS)
+    assert not b.may_send(False, 600 * MS)          # both probes out...
+    b.refund_probes()                               # ...and lost (an error, a reconnect)
+    assert b.may_send(False, 601 * MS) and b.may_send(False, 601 * MS)
+    b.record_rtt(602 * MS, MS)
+    b.record_rtt(602 * MS, MS)
+    assert b.tick(603 * MS, 0, 0) == BreakerState.CLOSED
+    # the next ticks skip the p99 evaluation: they must not reuse the p99 that opened it
+    assert b.tick(604 * MS, 0, 0, evaluate_p99=False) == BreakerState.CLOSED

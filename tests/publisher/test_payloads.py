@@ -118,3 +118,13 @@ def test_every_event_type_has_a_default_class() -> None:
     types = set(STREAM_TYPES.values()) | set(EVENT_TYPES.values()) | set(ANALYTICS_TYPES)
     assert types == set(DEFAULT_PRIORITIES)
     assert DEFAULT_PRIORITIES["whale_alert"] == 0 and DEFAULT_PRIORITIES["orderbook"] == 3
+
+
+def test_an_event_of_an_unknown_kind_is_skipped_and_counted() -> None:
+    events = np.zeros(3, shm.EVENT)
+    events["kind"] = [int(EventKind.WHALE_TRADE), 999, int(EventKind.SPOOF)]
+    events["priority"] = [0, 0, 77]
+    enc = PayloadEncoder("binance", ["BTCUSDT"])
+    items = list(enc.records("events", events))
+    assert [i[0] for i in items] == ["whale_alert", "spoof"] and enc.unknown_kinds == 1
+    assert msgspec.json.decode(items[1][2])["priority"] == "UNKNOWN"

@@ -121,6 +121,7 @@ class LatencyBreaker:
                 self._enter(BreakerState.HALF_OPEN)
                 self._probes_sent = self._probes_ok = 0
                 self._slot_of = [-1] * _SLOTS    # judge the recovery on new samples only
+                self.last_p99_ns = 0             # (and never on the p99 that opened it)
         else:  # HALF_OPEN
             if inflight_age_ns > self.age_limit_ns or queue_age_ns > self.age_limit_ns:
                 self._open(now_ns, "probes not answered in time"
@@ -129,6 +130,11 @@ class LatencyBreaker:
                 self._enter(BreakerState.CLOSED)
                 self.reason = ""
         return self.state
+
+    def refund_probes(self) -> None:
+        """HALF_OPEN with nothing in flight: probes that were sent but never confirmed (an
+        error reply, a lost connection) may be sent again, so the breaker cannot stall."""
+        self._probes_sent = self._probes_ok
 
     def may_send(self, critical: bool, now_ns: int) -> bool:
         """Whether one more message of this class may be written now (consumes a token or a

@@ -78,6 +78,8 @@ _SIDES = {1: "BUY", -1: "SELL"}
 _RENAME = {"qty": "quantity"}   # detector value names → payload field names
 _MARKETS = {int(m): m.name.lower() for m in Market}
 _STATES = {int(s): s.name for s in BookState}
+_KINDS = {int(k): k for k in EventKind}
+_PRIORITIES = {int(p): p.name for p in Priority}
 _MS = 1_000_000
 
 
@@ -123,6 +125,7 @@ class PayloadEncoder:
             raise ValueError(f"encoding must be 'json' or 'msgpack', got {encoding!r}")
         self.exchange = exchange
         self.names = [n.lower() for n in names]
+        self.unknown_kinds = 0   # event records skipped: a kind not in EventKind
         self.encode = (msgspec.json.Encoder() if encoding == "json"
                        else msgspec.msgpack.Encoder()).encode
 
@@ -217,7 +220,10 @@ class PayloadEncoder:
 
     def _events(self, rows: list[tuple[Any, ...]]) -> Iterator[Item]:
         for r in rows:
-            kind = EventKind(r[_E["kind"]])
+            kind = _KINDS.get(r[_E["kind"]])
+            if kind is None:   # a kind this publisher does not know (a newer detector)
+                self.unknown_kinds += 1
+                continue
             event_type = EVENT_TYPES[kind]
             sid = r[_E["symbol_id"]]
             p = self._base(event_type, r, _E, sid)
@@ -226,7 +232,8 @@ class PayloadEncoder:
             values = r[_E["values"]].tolist()
             for i, name in enumerate(VALUE_NAMES[kind]):
                 p[_RENAME.get(name, name)] = values[i]
-            p.update(side=_SIDES.get(r[_E["side"]]), priority=Priority(r[_E["priority"]]).name,
+            p.update(side=_SIDES.get(r[_E["side"]]),
+                     priority=_PRIORITIES.get(r[_E["priority"]], "UNKNOWN"),
                      trigger_seq=r[_E["trigger_seq"]],
                      trigger_commit_ns=r[_E["trigger_commit_ns"]],
                      ts_detect_ns=r[_E["ts_detect_ns"]])

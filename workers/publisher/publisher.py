@@ -304,6 +304,7 @@ class Publisher:
             return
         if error is None:
             self.confirmed[msg.priority] += msg.count
+            self._connect_failures_in_row = 0   # the connection works: backoff starts over
             self.breaker.record_rtt(now, now - write_ns)
             self.latency_ns[self.latency_count % _LATENCY_SAMPLES] = now - msg.commit_ns
             self.latency_count += 1
@@ -322,30 +323,37 @@ class Publisher:
         self._log_error(f"redis refused {msg.key}: {error}; retry in {delay_ms:.0f} ms")
 
     def _link_down(self, why: str) -> None:
-        unconfirmed = self.link.drop()
+        unconfirmed = [m for m in self.link.drop() if m is not self._probe]
         for msg in reversed(unconfirmed):   # oldest ends up first
             self.queues.push_front(msg)
         self.counts["resent"] += len(unconfirmed)
-        self._connect_failures_in_row = 0
-        self._next_connect = 0
-        self._log_error(f"{why}; {len(unconfirmed)} unconfirmed messages will be sent again")
+        # backoff continues until a reply confirms a message: a server that accepts and then
+        # drops the connection (maxclients, refused AUTH/SELECT) is not hammered every tick
+        backoff_ms = self._backoff_ms()
+        self._next_connect = self.clock() + int(backoff_ms * 1_000_000)
+        self._log_error(f"{why}; {len(unconfirmed)} unconfirmed messages will be sent again; "
+                        f"reconnecting in {backoff_ms:.0f} ms")
+
+    def _backoff_ms(self) -> float:
+        """The next reconnect delay (capped exponential, with jitter: many publishers may
+        share one Redis)."""
+        self._connect_failures_in_row += 1
+        cfg = self.settings
+        backoff_ms = min(cfg.reconnect_max_ms, cfg.reconnect_initial_ms *
+                         2 ** (self._connect_failures_in_row - 1))
+        return backoff_ms * (0.5 + random.random() / 2)
 
     def _connect(self, now_ns: int) -> None:
         try:
             self.link.connect()
         except LinkDown as exc:
             self.counts["connect_failures"] += 1
-            self._connect_failures_in_row += 1
-            cfg = self.settings
-            backoff_ms = min(cfg.reconnect_max_ms, cfg.reconnect_initial_ms *
-                             2 ** (self._connect_failures_in_row - 1))
-            backoff_ms *= 0.5 + random.random() / 2   # jitter: many publishers, one Redis
+            backoff_ms = self._backoff_ms()
             self._next_connect = now_ns + int(backoff_ms * 1_000_000)
             self._log_error(f"{exc}; next attempt in {backoff_ms:.0f} ms")
             return
         if self.counts["connect_failures"] or self.counts["reconnects"] or self.sent.any():
             self.counts["reconnects"] += 1
-        self._connect_failures_in_row = 0
         log.info("publisher: connected to redis %s", self.link.describe())
 
     def control(self, now_ns: int) -> None:
@@ -357,6 +365,7 @@ class Publisher:
             if due:
                 self._retry = [m for m in self._retry if m.due_ns > now_ns]
                 for msg in reversed(due):
+                    msg.enqueued_ns = now_ns   # its age restarts: a retry is not a stall
                     self.queues.push_front(msg)
         oldest = self.queues.oldest_enqueued_ns()
         inflight = self.link.oldest_write_ns()
@@ -368,6 +377,8 @@ class Publisher:
         if state != before:
             log.warning("publisher: breaker %s → %s%s", before.name, state.name,
                         f" ({self.breaker.reason})" if state == BreakerState.OPEN else "")
+        if state == BreakerState.HALF_OPEN and not self.link.inflight:
+            self.breaker.refund_probes()   # probes lost to errors or a reconnect: send more
         if (state == BreakerState.HALF_OPEN and self.link.connected and not self.link.inflight
                 and not len(self.queues) and self.breaker.may_send(False, now_ns)):
             # nothing to probe with: a PING's round trip decides as well
