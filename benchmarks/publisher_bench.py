@@ -201,7 +201,9 @@ def _latency_run(server: EmbeddedRedis, rate: float, seconds: float,
             if skip < 0 and time.monotonic() >= warm:
                 skip = pub.latency_count   # warm-up discarded
         writer.wait(timeout=30)
-        lat = pub.latencies()[skip:]
+        after_warmup = pub.latency_count - max(skip, 0)
+        recorded = pub.latencies()   # oldest first
+        lat = recorded[max(0, len(recorded) - after_warmup):]
         assert not pub.queues.drops.any(), pub.queues.drops
     finally:
         if pub is not None:

@@ -237,9 +237,9 @@ def _run(args: argparse.Namespace) -> int:
 
     explicit = args.config != "config.toml"
     config = load_config(args.config) if explicit or Path(args.config).exists() else Config()
-    print(f"microstream {__version__}: the supervisor and the Redis publisher are not built "
-          "yet, so `run` demonstrates the shared-memory bus (`microstream feed` and "
-          "`microstream detect` run a feed worker and the detectors).", flush=True)
+    print(f"microstream {__version__}: the supervisor is not built yet, so `run` demonstrates "
+          "the shared-memory bus (`microstream feed`, `microstream detect` and `microstream "
+          "publish` run a feed worker, the detectors and the Redis publisher).", flush=True)
     demo = config.demo
     return run_demo(args.instance or config.engine.instance,
                     args.duration if args.duration is not None else demo.duration_s,

@@ -18,11 +18,13 @@ def msg(key: str, p: int, data: bytes = b"x", t: int = 0) -> Message:
 def test_each_class_is_fifo_and_keeps_its_own_count() -> None:
     q = PriorityQueues((10, 10, 10, 10))
     for i, p in enumerate((L, H, C, M, H)):
-        q.push(msg(f"k{i}", p, t=i))
+        q.push(msg(f"k{i}", p, t=i + 1))
     assert q.depths() == [1, 2, 1, 1]
     assert [q.pop(H).key, q.pop(H).key] == ["k1", "k4"]   # type: ignore[union-attr]
     assert q.pop(H) is None
-    assert q.oldest_enqueued_ns() == 0   # k0 (LOW, t=0)
+    assert q.oldest_enqueued_ns() == 1   # k0 (LOW): the oldest of any class
+    q.pop(L)
+    assert q.oldest_enqueued_ns() == 3   # k2 (CRITICAL)
     assert q.enqueued.tolist() == [1, 2, 1, 1]
 
 

@@ -101,6 +101,10 @@ class Publisher:
         self.rings = RingSet(instance, start)
         self._exchange_names = {int(shm.Exchange[ex.upper()]): ex for ex in exchanges}
         self.streams = [s for s in _RING_STREAMS if s in cfg.streams]
+        self._events = "events" in cfg.streams
+        # idle: park on the events ring, else on the first data ring (its commit wakes us)
+        self._park: tuple[str, str] | None = ("detectors", "events") if self._events else \
+            (next(iter(exchanges)), self.streams[0]) if exchanges and self.streams else None
         self.priorities = dict(DEFAULT_PRIORITIES)
         self.priorities.update({k: PRIORITY_NAMES.index(v) for k, v in cfg.priorities.items()})
         self.queues = PriorityQueues((cfg.critical_buffer, cfg.high_queue, cfg.medium_queue,
@@ -158,9 +162,9 @@ class Publisher:
             self._routes[key] = route
         return route
 
-    def _enqueue(self, exchange: str, event_type: str, sid: int, payload: bytes,
-                 commit_ns: int, now_ns: int, breaker_open: bool) -> None:
-        route = self._route(exchange, event_type, sid)
+    def _enqueue(self, route: _Route, payload: bytes, commit_ns: int, now_ns: int,
+                 breaker_open: bool) -> None:
+        """Queue one record's message on its own (MEDIUM/LOW: conflation works per key)."""
         if not route.replies:
             return
         p = route.priority
@@ -180,7 +184,7 @@ class Publisher:
                 batch, _ = self.rings.poll(exchange, stream)
                 if batch is not None and len(batch):
                     done += self._queue_batch(exchange, stream, batch)
-        if "events" in self.settings.streams:
+        if self._events:
             batch, _ = self.rings.poll("detectors", "events")
             if batch is not None and len(batch):
                 done += self._queue_batch("detectors", "events", batch)
@@ -211,8 +215,7 @@ class Publisher:
                     self._route(exchange, event_type, sid)
                 p = route.priority
                 if p >= _MEDIUM or not route.replies:
-                    self._enqueue(exchange, event_type, sid, payload, commit, now,
-                                  breaker_open)
+                    self._enqueue(route, payload, commit, now, breaker_open)
                     continue
                 if breaker_open and p != _CRITICAL:
                     queues.drops[p, Drop.BREAKER_OPEN] += 1
@@ -250,8 +253,8 @@ class Publisher:
                     continue
                 self._analytics_seq[(exchange, sid)] = int(row["seq"])
                 for event_type, _, payload, commit in encoder.analytics(sid, row):
-                    self._enqueue(exchange, event_type, sid, payload, commit, now_ns,
-                                  breaker_open)
+                    self._enqueue(self._route(exchange, event_type, sid), payload, commit,
+                                  now_ns, breaker_open)
                     done += 1
         return done
 
@@ -420,12 +423,10 @@ class Publisher:
         if len(self.queues) or self._retry:
             time.sleep(min(wait_s, 0.0005))   # waiting for the breaker, a retry or Redis
             return
-        owner, stream = ("detectors", "events") if "events" in self.settings.streams else \
-            (next(iter(self.encoders)), self.streams[0]) if self.encoders and self.streams \
-            else ("", "")
-        if not owner or self.rings.reader(owner, stream) is None:
+        if self._park is None or self.rings.reader(*self._park) is None:
             time.sleep(wait_s)
             return
+        owner, stream = self._park
         batch, _ = self.rings.poll(owner, stream, wait_s)   # woken by the ring's commit
         if batch is not None and len(batch):
             self._queue_batch(owner, stream, batch)
@@ -459,9 +460,12 @@ class Publisher:
         self.stats.update(0, r)
 
     def latencies(self) -> np.ndarray:
-        """Ring commit → confirmation latencies recorded so far (ns; the newest 1 M)."""
-        n = min(self.latency_count, _LATENCY_SAMPLES)
-        return self.latency_ns[:n].copy()
+        """Ring commit → confirmation latencies recorded so far, oldest first (ns; at most the
+        newest 1 M)."""
+        n = self.latency_count
+        if n <= _LATENCY_SAMPLES:
+            return self.latency_ns[:n].copy()
+        return np.roll(self.latency_ns, -(n % _LATENCY_SAMPLES))   # the ring wrapped
 
     def _log_error(self, message: str) -> None:
         now = time.monotonic()
