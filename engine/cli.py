@@ -1,6 +1,7 @@
 """The ``microstream`` command (argparse). Data goes to stdout, diagnostics to stderr.
 
-Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error.
+Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error, 3 not running. The service
+commands (``run``, ``status``, ``tail``, ...) live in :mod:`engine.commands`.
 """
 
 from __future__ import annotations
@@ -9,13 +10,13 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import msgspec
 
 import shm
 
-from . import __version__
+from . import __version__, commands
+from .commands import BENCH_SUITES, load_for_run
 from .config import Config, ConfigError, load_config
 
 __all__ = ["main"]
@@ -27,15 +28,56 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"microstream {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the engine (for now: a live two-process bus demo)")
+    run = sub.add_parser("run", help="run the engine: feeds, detectors and publisher, "
+                                     "supervised (--simulate: against local venues)")
     run.add_argument("-c", "--config", default="config.toml", metavar="FILE",
                      help="configuration file (default: ./config.toml; built-in defaults if "
                           "that is absent)")
     run.add_argument("--instance", help="bus instance name (overrides [engine] instance)")
     run.add_argument("--duration", type=float, metavar="S",
-                     help="stop after S seconds (overrides [demo] duration_s)")
-    run.add_argument("--rate", type=int, metavar="N",
-                     help="synthetic trades per second (overrides [demo] rate_per_s)")
+                     help="stop cleanly after S seconds (default: until SIGTERM/Ctrl-C)")
+    run.add_argument("--simulate", action="store_true",
+                     help="local synthetic venues for the exchanges of [simulate], and an "
+                          "embedded Redis unless the configured one answers")
+    run.add_argument("--http-port", type=int, metavar="P",
+                     help="health/metrics port (overrides [service] http_port; 0: any free)")
+
+    check = sub.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("-c", "--config", default="config.toml", metavar="FILE")
+    check.add_argument("--json", action="store_true", help="JSON output")
+
+    status = sub.add_parser("status", help="the running engine, from shared memory "
+                                           "(exit 3 when not running)")
+    tail = sub.add_parser("tail", help="print a ring's records as JSON lines (a live local "
+                                       "consumer)")
+    tail.add_argument("stream", metavar="STREAM",
+                      help="OWNER.STREAM, e.g. binance.trades, okx.book, detectors.events")
+    tail.add_argument("--symbol", metavar="S", help="only this exchange-native symbol")
+    tail.add_argument("-f", "--follow", action="store_true", help="keep printing new records")
+    tail.add_argument("--last", type=int, default=10, metavar="N",
+                      help="start with the last N records in the ring (default: 10)")
+    for p in (status, tail):
+        p.add_argument("-c", "--config", default="config.toml", metavar="FILE",
+                       help="where the instance name comes from when --instance is absent")
+        p.add_argument("--instance", help="bus instance name")
+    status.add_argument("--json", action="store_true", help="JSON output")
+
+    record = sub.add_parser("record", help="capture an exchange's raw frames with receive "
+                                           "times (gz, rotating), replayable offline")
+    record.add_argument("exchange", choices=("binance", "bybit", "okx"))
+    record.add_argument("--out", required=True, metavar="DIR")
+    record.add_argument("-c", "--config", default="config.toml", metavar="FILE")
+    record.add_argument("--instance", help="bus instance name (overrides [engine] instance)")
+    record.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    record.add_argument("--rotate-mb", type=float, default=256.0, metavar="MB",
+                        help="start a new file after this many uncompressed MiB")
+    record.add_argument("--rotate-s", type=float, default=3600.0, metavar="S",
+                        help="start a new file after this many seconds")
+
+    bench = sub.add_parser("bench", help="run a benchmark suite (JSON lines on stdout)")
+    bench.add_argument("suite", choices=BENCH_SUITES)
+    bench.add_argument("args", nargs=argparse.REMAINDER,
+                       help="passed to benchmarks/<suite>_bench.py (e.g. --quick)")
 
     venue = sub.add_parser("venue", help="run a local exchange venue replaying recordings")
     venue.add_argument("--exchange", required=True, choices=("binance", "bybit", "okx"))
@@ -105,6 +147,15 @@ def _build_parser() -> argparse.ArgumentParser:
     bus = sub.add_parser("shm", help="inspect or clean the shared-memory bus")
     bus_sub = bus.add_subparsers(dest="shm_command", required=True)
     ls = bus_sub.add_parser("ls", help="list segments with writer liveness")
+    demo = bus_sub.add_parser("demo", help="the bus between two processes: synthetic trades, "
+                                           "commit → deliver latency once a second")
+    demo.add_argument("-c", "--config", default="config.toml", metavar="FILE",
+                      help="[demo] settings (default: ./config.toml, built-in if absent)")
+    demo.add_argument("--instance", help="bus instance name (overrides [engine] instance)")
+    demo.add_argument("--duration", type=float, metavar="S",
+                      help="stop after S seconds (overrides [demo] duration_s)")
+    demo.add_argument("--rate", type=int, metavar="N",
+                      help="synthetic trades per second (overrides [demo] rate_per_s)")
     gc = bus_sub.add_parser("gc", help="remove segments whose writer closed them or died")
     gc.add_argument("--dry-run", action="store_true", help="only print what would be removed")
     for p in (ls, gc):
@@ -195,7 +246,13 @@ def _feed(args: argparse.Namespace) -> int:
 def _publish(args: argparse.Namespace) -> int:
     from workers.publisher.process import run_publisher
 
-    return run_publisher(_process_config(args), args.duration)
+    from .config import EMBEDDED_REDIS
+
+    config = _process_config(args)
+    if config.publisher.redis_url == EMBEDDED_REDIS:
+        raise ConfigError(f"{args.config}: redis_url \"embedded\" needs `microstream run` "
+                          "(which starts the server) - at `$.publisher.redis_url`")
+    return run_publisher(config, args.duration)
 
 
 def _detect(args: argparse.Namespace) -> int:
@@ -232,16 +289,12 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
+def _shm_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    explicit = args.config != "config.toml"
-    config = load_config(args.config) if explicit or Path(args.config).exists() else Config()
-    print(f"microstream {__version__}: the supervisor is not built yet, so `run` demonstrates "
-          "the shared-memory bus (`microstream feed`, `microstream detect` and `microstream "
-          "publish` run a feed worker, the detectors and the Redis publisher).", flush=True)
+    config = load_for_run(args)
     demo = config.demo
-    return run_demo(args.instance or config.engine.instance,
+    return run_demo(config.engine.instance,
                     args.duration if args.duration is not None else demo.duration_s,
                     args.rate if args.rate is not None else demo.rate_per_s,
                     demo.ring_capacity)
@@ -250,25 +303,17 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``microstream`` console script; returns the exit code."""
     args = _build_parser().parse_args(argv)
+    handlers = {"run": commands.run, "check-config": commands.check_config,
+                "status": commands.status, "tail": commands.tail, "record": commands.record,
+                "bench": commands.bench, "venue": _venue, "feed": _feed, "detect": _detect,
+                "publish": _publish, "replay": _replay}
     try:
-        if args.command == "run":
-            return _run(args)
-        if args.command == "venue":
-            return _venue(args)
-        if args.command == "feed":
-            return _feed(args)
-        if args.command == "detect":
-            return _detect(args)
-        if args.command == "publish":
-            return _publish(args)
-        if args.command == "replay":
-            return _replay(args)
         if args.command == "shm":
-            return _shm_ls(args) if args.shm_command == "ls" else _shm_gc(args)
+            return {"ls": _shm_ls, "gc": _shm_gc, "demo": _shm_demo}[args.shm_command](args)
+        return handlers[args.command](args)
     except ConfigError as exc:
         print(f"microstream: {exc}", file=sys.stderr)
         return 2
-    except shm.ShmError as exc:
+    except (shm.ShmError, OSError, RuntimeError) as exc:
         print(f"microstream: {exc}", file=sys.stderr)
         return 1
-    return 2

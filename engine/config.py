@@ -1,7 +1,7 @@
 """``config.toml``, decoded with msgspec into frozen structs (unknown keys are errors).
 
-Only what exists is configurable: the bus instance, the ``run`` demo, the exchanges (feed
-workers) and the detectors. Later issues add the publisher and service sections.
+Sections: the bus instance, the bus demo, the exchanges (feed workers), the detectors, the
+publisher, and (in :mod:`engine.service_config`) the supervisor and the simulated market.
 """
 
 from __future__ import annotations
@@ -11,7 +11,10 @@ from pathlib import Path
 
 import msgspec
 
+from .service_config import ServiceConfig, SimulateConfig
+
 __all__ = [
+    "EMBEDDED_REDIS",
     "KERNELS",
     "Config",
     "ConfigError",
@@ -21,9 +24,13 @@ __all__ = [
     "EngineConfig",
     "ExchangeConfig",
     "ExchangesConfig",
+    "PublisherConfig",
+    "ServiceConfig",
+    "SimulateConfig",
     "SymbolConfig",
     "SymbolThresholds",
     "configured_names",
+    "enabled_exchanges",
     "load_config",
     "symbol_names",
 ]
@@ -206,6 +213,7 @@ class DetectorsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 PUBLISHED_STREAMS = ("trades", "bbo", "book", "liquidations", "funding", "open_interest",
                      "events", "analytics")
 PRIORITY_NAMES = ("CRITICAL", "HIGH", "MEDIUM", "LOW")
+EMBEDDED_REDIS = "embedded"   # redis_url: `microstream run` starts a private redis-server
 
 
 class PublisherConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -213,7 +221,8 @@ class PublisherConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     enabled: bool = False
     cpu: int = -1                          # CPU to pin the process to; -1: no pinning
-    redis_url: str = "redis://127.0.0.1:6379/0"   # or unix:///path/to/redis.sock[?db=N]
+    redis_url: str = "redis://127.0.0.1:6379/0"   # or unix:///path/to/redis.sock[?db=N],
+                                                  # or "embedded" (a private redis-server)
     encoding: str = "json"                 # payloads: "json" or "msgpack"
     exchanges: tuple[str, ...] = ()        # whose rings to drain (empty: every enabled one)
     streams: tuple[str, ...] = PUBLISHED_STREAMS   # which bus streams go to Redis
@@ -277,9 +286,10 @@ class PublisherConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("spin_us must be ≥ 0")
         if self.cpu < -1:
             raise ValueError("cpu must be -1 (no pinning) or a CPU number")
-        from workers.publisher.resp import parse_redis_url
+        if self.redis_url != EMBEDDED_REDIS:
+            from workers.publisher.resp import parse_redis_url
 
-        parse_redis_url(self.redis_url)
+            parse_redis_url(self.redis_url)
 
 
 class ExchangesConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -298,6 +308,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     exchanges: ExchangesConfig = ExchangesConfig()
     detectors: DetectorsConfig = DetectorsConfig()
     publisher: PublisherConfig = PublisherConfig()
+    service: ServiceConfig = ServiceConfig()
+    simulate: SimulateConfig = SimulateConfig()
 
 
 def load_config(path: str | Path) -> Config:

@@ -1,4 +1,4 @@
-"""``microstream run`` until the feed workers exist: the bus, live, between two processes.
+"""``microstream shm demo``: the bus, live, between two processes.
 
 The parent writes synthetic trades (a seeded random walk) into a ring and its latest table at a
 paced rate; a spawned child follows the ring with a parked :class:`shm.Reader` and reports, once a

@@ -187,15 +187,21 @@ class LatestReader:
                                    f"for {_GIVE_UP_NS / 1e9:g} s (writer stuck or dead?)")
                 time.sleep(0)
 
+    def names(self) -> dict[int, str]:
+        """Every registered row name (exchange-native symbol), by row."""
+        out = {}
+        for i in range(self.rows):
+            got = self._read_row(i)
+            if got is not None:
+                row_name = bytes(got[16:64]).rstrip(b"\0").decode()
+                if row_name:
+                    out[i] = row_name
+        return out
+
     def symbol_id(self, name: str) -> int:
         """Row of the exchange-native symbol ``name``; KeyError if it was never registered."""
         if name not in self._ids:
-            for i in range(self.rows):
-                got = self._read_row(i)
-                if got is not None:
-                    row_name = bytes(got[16:64]).rstrip(b"\0").decode()
-                    if row_name:
-                        self._ids[row_name] = i
+            self._ids.update({n: i for i, n in self.names().items()})
         try:
             return self._ids[name]
         except KeyError:

@@ -72,6 +72,16 @@ class RingSet:
             return batch, True
         return batch, False
 
+    def totals(self) -> tuple[int, int]:
+        """``(lost, lag)`` over every reader: records overwritten before they were read (laps),
+        and records committed but not yet read (as of each ring's last poll)."""
+        lost = lag = 0
+        for reader in self.readers.values():
+            st = reader.stats
+            lost += st.lost
+            lag += st.lag
+        return lost, lag
+
     def close(self) -> None:
         """Close every reader."""
         for reader in self.readers.values():

@@ -21,10 +21,10 @@ def microstream(*args: str, timeout: float = 120) -> subprocess.CompletedProcess
 
 
 def test_run_demo_moves_records_between_processes_and_cleans_up(instance: str) -> None:
-    out = microstream("run", "--instance", instance, "--duration", "2", "--rate", "2000")
+    out = microstream("shm", "demo", "--instance", instance, "--duration", "2", "--rate", "2000")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert "not built yet" in lines[0]
+    assert lines[0].startswith("writing synthetic trades")
     final = [line for line in lines if line.startswith("committed=")][-1]
     fields = dict(kv.split("=") for kv in final.split()[:4])
     assert int(fields["committed"]) == int(fields["delivered"]) > 3000

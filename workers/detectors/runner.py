@@ -48,9 +48,14 @@ from .spoofing import SpoofState, spoof_books, spoof_trades
 from .stats24h import Stats24hState, stats24h_add
 from .whale import WhaleState, whale_update
 
-__all__ = ["DetectorRunner", "ExchangeDetectors"]
+__all__ = ["STATS", "DetectorRunner", "ExchangeDetectors"]
 
 STREAMS = ("trades", "book", "liquidations", "open_interest", "funding")
+# microstream.<instance>.detectors.stats.v1.latest, one row refreshed with the analytics
+STATS = np.dtype([("seq", np.uint64), ("ts_ns", np.int64), ("records", np.int64),
+                  ("events", np.int64), ("events_dropped", np.int64),
+                  ("discontinuities", np.int64), ("ring_lost", np.int64),
+                  ("ring_lag", np.int64)], align=True)
 assert OI_WINDOWS_S[0] == 300 and OI_WINDOWS_S[2] == 3600  # the analytics columns' windows
 
 
@@ -250,6 +255,9 @@ class DetectorRunner:
         self._interval_ns = self.settings.analytics_interval_ms * 1_000_000
         self._next_analytics = 0
         self.rings = RingSet(instance, start)
+        self.stats = shm.LatestWriter(shm.segment_name(instance, "detectors", "stats",
+                                                       suffix="latest"), STATS, 1, replace=True)
+        self.events_committed = 0
         self._stats: dict[str, shm.LatestReader] = {}   # feed workers' stats tables
         self._silent: dict[str, int] = {}               # their silent_channels counters
         self.records = 0
@@ -275,9 +283,13 @@ class DetectorRunner:
         events = self.events.take()
         if len(events):
             self.writer.commit_batch(events)
+            self.events_committed += len(events)
         self.records += done
         if refresh:
             self.publish_analytics(now)
+            lost, lag = self.rings.totals()
+            self.stats.update(0, (0, time.time_ns(), self.records, self.events_committed,
+                                  self.events.dropped, self.rings.discontinuities, lost, lag))
         return done
 
     def check_feeds(self, now_ns: int) -> None:
@@ -338,4 +350,5 @@ class DetectorRunner:
             table.close()
         for stats in self._stats.values():
             stats.close()
+        self.stats.close()
         self.writer.close()

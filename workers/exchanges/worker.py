@@ -43,7 +43,8 @@ log = logging.getLogger("microstream.worker")
 
 STATS = np.dtype([("seq", np.uint64), ("ts_ns", np.int64), ("pid", np.int64),
                   ("connections", np.int64), ("connections_up", np.int64),
-                  ("books", np.int64), ("books_live", np.int64)]
+                  ("books", np.int64), ("books_live", np.int64),
+                  ("channels_silent", np.int64)]
                  + [(c.name.lower(), np.int64) for c in Count], align=True)
 _LATEST = ("bbo", "book", "funding", "open_interest")
 # seconds without a frame before a channel is flagged silent (0: never; liquidations are rare)
@@ -290,6 +291,7 @@ class FeedWorker:
             w.heartbeat()
         for t in self.tables.values():
             t.heartbeat()
+        self.stats.heartbeat()  # the supervisor's liveness signal for this worker
         self._liveness()
         now = time.monotonic()
         if now >= next_full:
@@ -358,7 +360,7 @@ class FeedWorker:
         live = sum(1 for b in feed.books.values() if b.state == BookState.LIVE)
         up = sum(1 for c in self.connections.values() if c.connected)
         self.stats.update(0, (0, time.time_ns(), os.getpid(), len(self.connections), up,
-                              len(feed.books), live, *feed.counts))
+                              len(feed.books), live, len(self._silent), *feed.counts))
 
     def _log_samples(self) -> None:
         now = time.monotonic()

@@ -54,7 +54,8 @@ STATS = np.dtype(
      ("breaker_state", np.int64), ("inflight", np.int64), ("rtt_p99_ns", np.int64),
      ("oldest_queued_ns", np.int64), ("records", np.int64), ("reconnects", np.int64),
      ("connect_failures", np.int64), ("resent", np.int64), ("reply_errors", np.int64),
-     ("retries", np.int64), ("discontinuities", np.int64)]
+     ("retries", np.int64), ("discontinuities", np.int64), ("ring_lost", np.int64),
+     ("ring_lag", np.int64)]
     + [(f"breaker_to_{s.name.lower()}", np.int64) for s in BreakerState]
     + [(f"{what}_{p}", np.int64) for what in ("queued", "enqueued", "sent", "confirmed")
        for p in _PRIORITY_FIELDS]
@@ -446,6 +447,7 @@ class Publisher:
         for name, value in self.counts.items():
             r[name] = value
         r["discontinuities"] = self.rings.discontinuities
+        r["ring_lost"], r["ring_lag"] = self.rings.totals()
         for s in BreakerState:
             r[f"breaker_to_{s.name.lower()}"] = self.breaker.transitions[int(s)]
         depths = self.queues.depths()
@@ -458,6 +460,7 @@ class Publisher:
                 r[f"dropped_{p}_{reason}"] = self.queues.drops[i, j]
         r["seq"] += 1
         self.stats.update(0, r)
+        self.stats.heartbeat()  # the supervisor's liveness signal for this process
 
     def latencies(self) -> np.ndarray:
         """Ring commit → confirmation latencies recorded so far, oldest first (ns; at most the

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import msgspec
 
-__all__ = ["SyntheticConfig", "SyntheticMarket", "generate", "okx_checksum"]
+__all__ = ["SyntheticConfig", "SyntheticMarket", "generate", "okx_checksum", "synthetic_symbols"]
 
 _json = msgspec.json.Encoder()
 _BASES = [("BTC", 60_000.0), ("ETH", 3_000.0), ("SOL", 150.0), ("XRP", 0.6), ("DOGE", 0.15),
@@ -50,6 +50,13 @@ class SyntheticConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError(f"unknown scenarios {sorted(unknown)}; known: spoof, iceberg")
         if self.rate_hz <= 0 or self.seconds <= 0 or self.levels < 25:
             raise ValueError("rate_hz and seconds must be > 0 and levels ≥ 25")
+
+
+def synthetic_symbols(exchange: str, count: int) -> list[str]:
+    """The exchange-native names of a synthetic market's first ``count`` symbols (USD-M /
+    linear perpetuals: ``BTCUSDT``, ...; OKX swaps: ``BTC-USDT-SWAP``, ...)."""
+    bases = [base for base, _ in _BASES[:count]]
+    return [f"{b}-USDT-SWAP" for b in bases] if exchange == "okx" else [f"{b}USDT" for b in bases]
 
 
 def okx_checksum(bids: list[list[str]], asks: list[list[str]]) -> int:
