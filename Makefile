@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/microstream run
+	$(BIN)/microstream run --simulate
 
 test: $(STAMP) lint
 	$(BIN)/pytest -q
