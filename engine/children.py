@@ -59,7 +59,8 @@ def child_specs(config: Config) -> list[ChildSpec]:
     return specs
 
 
-def child_main(spec: ChildSpec, config: Config, log_level: int = logging.INFO) -> None:
+def child_main(spec: ChildSpec, config: Config, log_level: int = logging.INFO,
+               supervisor_pid: int = 0) -> None:
     """Spawn target: detach from the terminal's signals, log to stderr, run the entry point."""
     os.setpgid(0, 0)
     # NotifyAccess=main: only the supervisor speaks to systemd (a child's message is refused)
@@ -69,8 +70,8 @@ def child_main(spec: ChildSpec, config: Config, log_level: int = logging.INFO) -
         libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
     except (OSError, AttributeError):
         pass  # not Linux/glibc: the supervisor's shutdown still stops us
-    if os.getppid() == 1:  # the supervisor died before prctl took effect
-        sys.exit(1)
+    if supervisor_pid and os.getppid() != supervisor_pid:
+        sys.exit(1)   # the supervisor died before prctl took effect (we were re-parented)
     logging.basicConfig(level=log_level, stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s {spec.name}: %(message)s")
     logging.getLogger("picows").setLevel(logging.WARNING)
@@ -100,6 +101,7 @@ class Child:
         self.state = ChildState.STOPPED
         self.started_at = 0.0
         self.heartbeat_seen = False
+        self.missing_since = 0.0    # RUNNING, but its heartbeat segment is not its own
         self.restarts = 0
         self.failures = 0           # consecutive; reset after healthy_after_s of uptime
         self.restart_at = 0.0
@@ -116,11 +118,13 @@ class Child:
         """Spawn the process (state STARTING until its first heartbeat)."""
         ctx = multiprocessing.get_context("spawn")
         level = logging.getLogger().getEffectiveLevel()
-        self.process = ctx.Process(target=child_main, args=(self.spec, self.config, level),
+        self.process = ctx.Process(target=child_main,
+                                   args=(self.spec, self.config, level, os.getpid()),
                                    name=f"microstream-{self.spec.name}", daemon=False)
         self.process.start()
         self.started_at = now
         self.heartbeat_seen = False
+        self.missing_since = 0.0
         self.state = ChildState.STARTING
         log.info("%s: started, pid %d", self.spec.name, self.process.pid)
 
@@ -167,7 +171,7 @@ class Child:
         p = self.process
         if p is not None and p.exitcode is None:
             p.kill()
-            p.join(5.0)
+            p.join(2.0)
 
     def terminate(self) -> None:
         """SIGTERM: the child's own ordered stop (the publisher drains)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 
@@ -263,6 +263,18 @@ def _detect(args: argparse.Namespace) -> int:
     return run_detectors(_process_config(args), args.duration)
 
 
+def _progress(label: str) -> Callable[[int], None] | None:
+    """A frame counter on stderr when it is a terminal (long replays), else nothing."""
+    if not sys.stderr.isatty():
+        return None
+
+    def tick(i: int) -> None:
+        if i % 20_000 == 0:
+            print(f"\r{label}: {i:,} frames", end="", file=sys.stderr, flush=True)
+
+    return tick
+
+
 def _replay(args: argparse.Namespace) -> int:
     from workers.exchanges.feed import Count
     from workers.exchanges.replay import ReplayError, replay, write_jsonl
@@ -270,7 +282,8 @@ def _replay(args: argparse.Namespace) -> int:
     settings = load_config(args.config).detectors if args.config else None
     try:
         feed, sink = replay(args.exchange, args.frames, args.rest_snapshot,
-                            book_depth=args.book_depth, market=args.market)
+                            book_depth=args.book_depth, market=args.market,
+                            on_frame=_progress("replay"))
         n = write_jsonl(feed, sink, args.out)
     except (ReplayError, ValueError) as exc:
         print(f"microstream replay: {exc}", file=sys.stderr)
@@ -283,6 +296,8 @@ def _replay(args: argparse.Namespace) -> int:
             for line in detect_lines(feed, sink, settings):
                 f.write(enc.encode(line) + b"\n")
                 n += 1
+    if sys.stderr.isatty():
+        print(f"\r{args.exchange} replay: done", file=sys.stderr)
     counts = {c.name.lower(): feed.counts[c] for c in Count if feed.counts[c]}
     print(json.dumps({"lines": n, "out": args.out, "books": feed.book_states(),
                       "counts": counts}))

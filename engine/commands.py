@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -49,10 +50,18 @@ def _logging(verbose: bool = False) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``microstream run [--simulate]``: the supervisor (see :mod:`engine.supervisor`)."""
+    from .sdnotify import Notifier
     from .simulate import Surroundings
     from .supervisor import Supervisor
 
     _logging()
+    # until the supervisor's own handlers are in place, SIGTERM unwinds like Ctrl-C: the
+    # venues and the embedded Redis started so far are stopped, nothing is left behind
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # only this process speaks to systemd: nothing started from here inherits the socket
+    notifier = Notifier()
+    for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        os.environ.pop(key, None)
     config = load_for_run(args)
     if args.http_port is not None:
         service = msgspec.structs.replace(config.service, http_port=args.http_port)
@@ -60,16 +69,24 @@ def run(args: argparse.Namespace) -> int:
     if not args.simulate and config.publisher.enabled and \
             config.publisher.redis_url == EMBEDDED_REDIS:
         log.info("[publisher] redis_url = \"embedded\": starting a private redis-server")
-    with Surroundings(config, simulate=args.simulate) as around:
-        supervisor = Supervisor(around.config)
-        try:
-            supervisor.open()
-        except shm.WriterBusy:
-            print(f"microstream: instance {config.engine.instance!r} is already running "
-                  "(see `microstream status`)", file=sys.stderr)
-            return 1
-        _where_to_look(supervisor, around)
-        return supervisor.run(args.duration)
+    try:
+        with Surroundings(config, simulate=args.simulate) as around:
+            supervisor = Supervisor(around.config, notifier)
+            try:
+                supervisor.open()
+            except shm.WriterBusy:
+                print(f"microstream: instance {config.engine.instance!r} is already running "
+                      "(see `microstream status`)", file=sys.stderr)
+                return 1
+            try:
+                _where_to_look(supervisor, around)
+            except KeyboardInterrupt:
+                supervisor.close()
+                raise
+            return supervisor.run(args.duration)
+    except KeyboardInterrupt:
+        log.info("stopped before the engine started")
+        return 0
 
 
 def _where_to_look(supervisor: object, around: object) -> None:
@@ -198,4 +215,7 @@ def bench(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     env = {**os.environ, "PYTHONPATH": str(script.parents[1])}
+    if sys.stderr.isatty():
+        print(f"bench: running {script.name} {' '.join(args.args)} (JSON lines follow; "
+              "a suite takes from seconds to minutes)", file=sys.stderr, flush=True)
     return subprocess.call([sys.executable, str(script), *args.args], env=env)

@@ -29,29 +29,39 @@ __all__ = ["LATENCY_BUCKETS_S", "MetricsExporter"]
 LATENCY_BUCKETS_S = (5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2, 0.1, 1.0)
 _EDGES_NS = np.array([b * 1e9 for b in LATENCY_BUCKETS_S])
 _FEED_GAUGES = ("connections", "connections_up", "books", "books_live", "channels_silent")
-_PUBLISHER_GAUGES = ("connected", "breaker_state", "inflight", "ring_lag")
+_PUBLISHER_GAUGES = ("connected", "inflight", "ring_lag")
 
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def _number(value: float) -> str:
+    """Counters stay exact past 1e6 (``%g`` would round them to six digits)."""
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return repr(float(value))
+
+
 class _Text:
-    """Accumulates families: a ``# HELP``/``# TYPE`` header once per metric name."""
+    """Collects samples by family; :meth:`text` writes each family's ``# HELP``/``# TYPE``
+    and all its samples together, as the exposition format requires."""
 
     def __init__(self) -> None:
-        self.lines: list[str] = []
-        self._declared: set[str] = set()
+        self._families: dict[str, list[str]] = {}
 
     def add(self, name: str, kind: str, help_text: str, value: float,
             labels: dict[str, str] | None = None, suffix: str = "") -> None:
-        if name not in self._declared:
-            self._declared.add(name)
-            self.lines.append(f"# HELP {name} {help_text}")
-            self.lines.append(f"# TYPE {name} {kind}")
+        lines = self._families.get(name)
+        if lines is None:
+            lines = self._families[name] = [f"# HELP {name} {help_text}",
+                                            f"# TYPE {name} {kind}"]
         label = ",".join(f'{k}="{_escape(str(v))}"' for k, v in (labels or {}).items())
-        self.lines.append(f"{name}{suffix}{{{label}}} {value:g}" if label
-                          else f"{name}{suffix} {value:g}")
+        lines.append(f"{name}{suffix}{{{label}}} {_number(value)}" if label
+                     else f"{name}{suffix} {_number(value)}")
+
+    def text(self) -> str:
+        return "\n".join(line for lines in self._families.values() for line in lines) + "\n"
 
 
 class _Histogram:
@@ -126,9 +136,9 @@ class MetricsExporter:
                 out.add(name, "histogram", help_text, int(n), {**lab, "le": f"{edge:g}"},
                         "_bucket")
             out.add(name, "histogram", help_text, h.count, {**lab, "le": "+Inf"}, "_bucket")
-            out.add(name, "histogram", help_text, h.sum_ns / 1e9, lab, "_sum")
+            out.add(name, "histogram", help_text, float(h.sum_ns / 1e9), lab, "_sum")
             out.add(name, "histogram", help_text, h.count, lab, "_count")
-        return "\n".join(out.lines) + "\n"
+        return out.text()
 
     def _child_counters(self, out: _Text, child: str, detail: dict[str, int]) -> None:
         kind, _, exchange = child.partition(":")
@@ -175,9 +185,10 @@ class MetricsExporter:
                     "1 for the breaker's current state.",
                     int(d.get("breaker_state") == int(state)), {"state": state.name})
         out.add("microstream_publisher_rtt_p99_seconds", "gauge",
-                "p99 Redis round trip over the breaker's window.", d.get("rtt_p99_ns", 0) / 1e9)
+                "p99 Redis round trip over the breaker's window.",
+                float(d.get("rtt_p99_ns", 0) / 1e9))
         out.add("microstream_publisher_oldest_queued_seconds", "gauge",
-                "Age of the oldest queued message.", d.get("oldest_queued_ns", 0) / 1e9)
+                "Age of the oldest queued message.", float(d.get("oldest_queued_ns", 0) / 1e9))
         for key in _PUBLISHER_GAUGES:
             out.add(f"microstream_publisher_{key}", "gauge", f"Publisher {key}.", d.get(key, 0))
         for key in ("records", "reconnects", "connect_failures", "resent", "reply_errors",

@@ -102,12 +102,17 @@ def heartbeat_segment(instance: str, child: str) -> str:
 
 
 def _row(name: str) -> dict[str, int] | None:
+    """Row 0 of a stats table, or None (absent, never written, or left mid-update by a
+    stopped or killed writer: a probe must not wait for it)."""
     try:
         table = shm.LatestReader(name)
     except shm.ShmError:
         return None
+    table.give_up_ns = 5_000_000
     try:
         row = table.get(0)
+    except shm.ShmError:
+        return None
     finally:
         table.close()
     if row is None:
@@ -132,7 +137,11 @@ def probe(instance: str, child: str) -> Probe:
     finally:
         seg.close()
     kind = child.partition(":")[0]
-    detail = (_row(name) or {}) if kind != "detectors" else {}
+    detail = (_row(name) or {}) if kind != "detectors" and pid > 0 else {}
+    if detail.get("pid", pid) != pid:
+        # a successor took the table over and has not written its own row yet: the row
+        # is its dead predecessor's (connected, ...) and says nothing about this process
+        detail = {}
     if kind == "feed":
         ready = (detail.get("connections", 0) > 0
                  and detail.get("connections_up") == detail.get("connections")

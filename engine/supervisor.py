@@ -108,7 +108,10 @@ class Supervisor:
             next_status = now + self.cfg.status_interval_s
             next_watchdog = now
             while not self.signals and self.exit_code == 0 and time.monotonic() < end:
-                self.tick()
+                try:
+                    self.tick()
+                except Exception:   # supervision goes on: a bad tick must not orphan children
+                    log.exception("supervisor tick failed")
                 now = time.monotonic()
                 if now >= next_status:
                     next_status = now + self.cfg.status_interval_s
@@ -119,17 +122,18 @@ class Supervisor:
                     next_watchdog = now + self.notifier.watchdog_s / 2
                     self.notifier.watchdog()
                 time.sleep(_TICK_S)
-            self.shutdown()
         finally:
+            self.shutdown()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return self.exit_code
 
     def _on_signal(self, signum: int, _frame: object) -> None:
+        # flags only: the loop and shutdown() act on them within one tick (a handler that
+        # killed and reaped here could interrupt shutdown() in the middle of a reap)
         self.signals += 1
-        if self.signals > 1:  # the second signal forces: nothing waits any more
-            for child in self.children:
-                child.kill()
+        if self.signals > 1:  # the second signal forces: shutdown() SIGKILLs what is left
+            self.exit_code = 1
 
     # -- the loop -------------------------------------------------------------------------
     def tick(self) -> None:
@@ -160,10 +164,17 @@ class Supervisor:
                 elif now - child.started_at > self.cfg.startup_timeout_s:
                     self._stuck(child, now, f"no heartbeat within {self.cfg.startup_timeout_s:g} "
                                             "s of start")
-            elif not fresh:
-                age = p.heartbeat_age_s if p.pid == child.pid else -1
-                self._stuck(child, now, f"no heartbeat for {age:.1f} s" if age >= 0
-                            else "its heartbeat segment is gone")
+            elif p.pid == child.pid and not fresh:
+                self._stuck(child, now, f"no heartbeat for {p.heartbeat_age_s:.1f} s")
+            elif p.pid != child.pid:
+                # its segment is gone or no longer its own: a child failing or stopping on
+                # its own removes its segments just before it exits; give it the heartbeat
+                # timeout to do so (its exit is then seen above) before calling it stuck
+                child.missing_since = child.missing_since or now
+                if now - child.missing_since > self.cfg.heartbeat_timeout_s:
+                    self._stuck(child, now, "its heartbeat segment is gone")
+            else:
+                child.missing_since = 0.0
         elif child.restart_due(now):
             child.restarted(now)
 
@@ -237,12 +248,11 @@ class Supervisor:
                 while not child.wait(min(deadline, time.monotonic() + _TICK_S)):
                     self._write_table()
                     if self.signals > 1 or time.monotonic() >= deadline:
-                        log.warning("%s: still running after %g s: SIGKILL", child.spec.name,
-                                    limit)
+                        log.warning("%s: still running %s: SIGKILL", child.spec.name,
+                                    "at a second signal" if self.signals > 1
+                                    else f"after {limit:g} s")
                         child.kill()
-                        child.wait(time.monotonic() + 5.0)
-                        if self.signals > 1:
-                            self.exit_code = 1
+                        child.wait(time.monotonic() + 2.0)
                         break
                 if child.spec.name in running and child.last_exit not in (0, -signal.SIGTERM):
                     log.warning("%s: exited with code %d at stop", child.spec.name,

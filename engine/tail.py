@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator
 from typing import Any, TextIO
 
@@ -59,13 +60,13 @@ def record_lines(stream: str, records: np.ndarray, names: dict[str, dict[int, st
     fields = [f for f in records.dtype.names or () if f not in _ARRAYS and f != "values"]
     exchanges = {int(e): e.name.lower() for e in Exchange}
     for rec, values in zip(records, records[fields].tolist(), strict=True):
-        line: dict[str, Any] = {"stream": stream}
+        line: dict[str, Any] = {"stream": stream, "exchange": "", "symbol": ""}
         row = dict(zip(fields, values, strict=True))
         exchange = owner if owner != "detectors" else exchanges.get(row.get("exchange", 0), "")
-        line["exchange"] = exchange
-        line["symbol"] = names.get(exchange, {}).get(row["symbol_id"], "")
         for key, value in row.items():
             line[key] = _value(value)
+        line["exchange"] = exchange   # by name (the record holds shm.Exchange's number)
+        line["symbol"] = names.get(exchange, {}).get(row["symbol_id"], "")
         if "side" in line and stream != "depth":
             line["side"] = _SIDES.get(line["side"], line["side"])
         if "state" in line:
@@ -101,8 +102,12 @@ def tail(instance: str, target: str, symbol: str | None = None, follow: bool = F
                         f"{', '.join(rings) or 'none: is the engine running?'})") from None
     try:
         tail_seq = reader.stats.tail
+        capacity = reader.capacity
         reader.close()
-        reader = shm.Reader.attach(owner, stream, instance, start=max(0, tail_seq - last),
+        # history: the last `last` records, or with --symbol the last `last` of that symbol
+        # among everything still in the ring; records committed after this moment are new
+        back = capacity if symbol is not None else last
+        reader = shm.Reader.attach(owner, stream, instance, start=max(0, tail_seq - back),
                                    wait="park")
         exchanges = [owner] if owner != "detectors" else [e.name.lower() for e in Exchange
                                                            if e.value]
@@ -116,23 +121,35 @@ def tail(instance: str, target: str, symbol: str | None = None, follow: bool = F
                 raise TailError(f"unknown symbol {symbol!r} for {target} (known: "
                                 f"{', '.join(known) or 'none'})")
         enc = msgspec.json.Encoder()
+        history: deque[bytes] = deque(maxlen=max(0, last))
         printed = 0
         end = time.monotonic() + duration_s if duration_s is not None else float("inf")
+        in_history = True
         while True:
             try:
-                batch = reader.poll(timeout_s=0.5 if follow else 0.0)
-            except shm.WriterGone:
-                if not follow:
-                    break
-                time.sleep(0.5)
-                continue
+                batch = reader.poll(timeout_s=0.0 if in_history or not follow else 0.5)
+            except shm.WriterGone:   # stopped: print the history; -f waits for a successor
+                batch = np.empty(0, reader.dtype)
+                if follow and not in_history:
+                    time.sleep(0.5)
             for line in record_lines(stream, batch, names, owner):
                 if wanted is not None and (line["exchange"], line["symbol_id"]) not in wanted:
                     continue
-                out.write(enc.encode(line).decode() + "\n")
-                printed += 1
+                if in_history and line["seq"] < tail_seq:
+                    history.append(enc.encode(line))
+                elif follow:
+                    out.write(enc.encode(line).decode() + "\n")
+                    printed += 1
+            if in_history and (not len(batch) or int(batch["seq"][-1]) >= tail_seq - 1):
+                in_history = False
+                for raw in history:
+                    out.write(raw.decode() + "\n")
+                printed += len(history)
+                history.clear()
+                if not follow:
+                    break
             out.flush()
-            if (not follow and not len(batch)) or time.monotonic() >= end:
+            if time.monotonic() >= end:
                 break
         return printed
     finally:

@@ -163,6 +163,9 @@ class LatestReader:
         self._words = self._mem.cast("Q")
         self._ids: dict[str, int] = {}
         self.torn_retries = 0
+        # how long a row may stay mid-update before get() raises ShmError (a monitor probing
+        # a possibly stopped writer sets it short)
+        self.give_up_ns = _GIVE_UP_NS
 
     def _read_row(self, symbol_id: int) -> bytearray | None:
         off = HEADER_SIZE + symbol_id * self._stride
@@ -181,10 +184,10 @@ class LatestReader:
             if tries >= _SPIN_TRIES:
                 # The writer may be preempted mid-update: yield, and give up only after a while.
                 now = time.monotonic_ns()
-                deadline = deadline or now + _GIVE_UP_NS
+                deadline = deadline or now + self.give_up_ns
                 if now > deadline:
                     raise ShmError(f"segment {self.name}: row {symbol_id} stayed mid-update "
-                                   f"for {_GIVE_UP_NS / 1e9:g} s (writer stuck or dead?)")
+                                   f"for {self.give_up_ns / 1e9:g} s (writer stuck or dead?)")
                 time.sleep(0)
 
     def names(self) -> dict[int, str]:

@@ -118,6 +118,18 @@ def test_simulated_run_end_to_end(tmp_path: Path, instance: str) -> None:
         lines = [json.loads(line) for line in tail.stdout.splitlines()]
         assert tail.returncode == 0 and len(lines) == 3, tail.stderr
         assert all(t["symbol"] == "BTCUSDT" and t["side"] in ("BUY", "SELL") for t in lines)
+        seqs = [t["seq"] for t in lines]
+        assert seqs == sorted(seqs) and len(set(seqs)) == 3
+        one = subprocess.run([sys.executable, "-m", "engine", "tail", "okx.book", "--symbol",
+                              "BTC-USDT-SWAP", "--last", "2", "--instance", instance],
+                             capture_output=True, text=True, timeout=60, cwd=REPO)
+        books = [json.loads(line) for line in one.stdout.splitlines()]
+        assert one.returncode == 0 and len(books) == 2, one.stderr
+        assert books[0]["state"] == "LIVE" and books[0]["bids"][0][0] < books[0]["asks"][0][0]
+        nope = subprocess.run([sys.executable, "-m", "engine", "tail", "okx.book", "--symbol",
+                               "NOPE", "--instance", instance], capture_output=True, text=True,
+                              timeout=60, cwd=REPO)
+        assert nope.returncode == 2 and "unknown symbol 'NOPE'" in nope.stderr
         st = status(instance)
         assert st["running"] and st["ready"]
         assert [c["state"] for c in st["components"]] == ["running"] * 5
@@ -192,9 +204,11 @@ crash_loop_window_s = 120.0
         engine.proc.wait(timeout=120)
     finally:
         code = engine.stop()
-    log = engine.log_tail(20_000)
-    assert code == 1, log
-    assert "feed:binance: exited with code 1; crash loop: 2 restarts" in log
+    log = engine.log.read_text(errors="replace")
+    supervisor = "\n".join(line for line in log.splitlines() if "microstream.supervisor" in line)
+    assert code == 1, supervisor
+    assert "crash loop: 2 restarts within 120 s, giving up" in supervisor, supervisor
+    assert supervisor.count("feed:binance: exited with code 1") == 3, supervisor
     assert "no_such_option" in log   # the child's own error is in the log
     assert shm.list_segments(instance) == []
 
@@ -241,3 +255,61 @@ def test_status_and_tail_when_not_running(instance: str) -> None:
     bad = subprocess.run([sys.executable, "-m", "engine", "tail", "trades", "--instance",
                           instance], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert bad.returncode == 2 and "OWNER.STREAM" in bad.stderr
+
+
+def _okx_only(tmp_path: Path, instance: str, simulate: str, service: str) -> Path:
+    """One simulated OKX feed and nothing else, no HTTP."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f"""[engine]
+instance = "{instance}"
+[simulate]
+exchanges = ["okx"]
+symbols = 1
+{simulate}
+[service]
+http_port = -1
+{service}
+""")
+    return cfg
+
+
+def test_duration_stops_cleanly_and_a_second_signal_forces(tmp_path: Path,
+                                                           instance: str) -> None:
+    cfg = _okx_only(tmp_path, instance, "rate_hz = 100.0", "stop_timeout_s = 30.0")
+    done = subprocess.run([sys.executable, "-m", "engine", "run", "--simulate", "-c", str(cfg),
+                           "--duration", "6"], capture_output=True, text=True, timeout=120,
+                          cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "feed:okx: running" in done.stderr and "stopped; removed" in done.stderr
+    assert shm.list_segments(instance) == []
+
+    engine = Engine(cfg, tmp_path / "run.log")
+    try:
+        engine.read_banner()
+        wait_until("ready", lambda: status(instance)["ready"], _READY_S, engine)
+        feed = int(_child(instance, "feed:okx")["pid"])   # type: ignore[call-overload]
+        os.kill(feed, signal.SIGSTOP)    # a child that will not stop by itself
+        engine.proc.send_signal(signal.SIGINT)
+        wait_until("the ordered stop", lambda: "stopping: feeds" in engine.log_tail(), 30,
+                   engine)
+        started = time.monotonic()
+        engine.proc.send_signal(signal.SIGINT)   # the second signal: no more waiting
+        code = engine.proc.wait(timeout=60)
+        forced_in_s = time.monotonic() - started
+    finally:
+        engine.stop(signal.SIGKILL)
+    assert code == 1, engine.log_tail()
+    assert forced_in_s < 5, forced_in_s    # stop_timeout_s is 30: the wait was cut short
+    assert "feed:okx: still running" in engine.log_tail()
+    assert shm.list_segments(instance) == []
+
+
+def test_a_child_without_heartbeat_in_time_is_killed(tmp_path: Path, instance: str) -> None:
+    cfg = _okx_only(tmp_path, instance, "", "startup_timeout_s = 0.3\n"
+                    "restart_backoff_initial_s = 0.05\ncrash_loop_restarts = 1")
+    done = subprocess.run([sys.executable, "-m", "engine", "run", "--simulate", "-c", str(cfg)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "feed:okx: no heartbeat within 0.3 s of start: killed; restarting" in done.stderr
+    assert "crash loop: 1 restarts" in done.stderr
+    assert shm.list_segments(instance) == []

@@ -3,6 +3,7 @@ restart policy's arithmetic, and the metrics exporter over real bus segments."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -82,11 +83,16 @@ def test_feed_readiness_follows_its_stats_row(instance: str) -> None:
     table = shm.LatestWriter(name, FEED_STATS, 1)
     try:
         row = np.zeros(1, FEED_STATS)[0]
-        row["connections"], row["connections_up"] = 2, 1
+        row["connections"], row["connections_up"] = 2, 2
+        row["pid"] = os.getpid() + 1     # a predecessor's row, left in a taken-over table
         table.update(0, row)
         table.heartbeat()
         p = probe(instance, "feed:binance")
         assert p.pid == os.getpid() and 0 <= p.heartbeat_age_s < 1 and not p.ready
+        assert p.detail == {}
+        row["pid"], row["connections_up"] = os.getpid(), 1
+        table.update(0, row)
+        assert not probe(instance, "feed:binance").ready
         row["connections_up"] = 2
         table.update(0, row)
         assert probe(instance, "feed:binance").ready
@@ -129,15 +135,64 @@ def test_metrics_histogram_counts_every_new_record_once(instance: str) -> None:
         assert again[0][1] == 110.0
         tail = _samples(text, 'microstream_ring_records_total{owner="okx",stream="trades"}')
         assert tail[0][1] == 100.0
-        # one HELP and one TYPE per family, even with many samples
+        # one HELP and one TYPE per family, and each family's samples in one block
         assert text.count("# TYPE microstream_stage_latency_seconds histogram") == 1
+        families = [line.split()[2] for line in text.splitlines()
+                    if line.startswith("# TYPE ")]
+        assert len(families) == len(set(families))
+        owner = ""
+        for line in text.splitlines():
+            if line.startswith("# TYPE "):
+                owner = line.split()[2]
+            elif not line.startswith("#"):
+                assert line.split("{")[0].split(" ")[0].startswith(owner), (owner, line)
         assert "microstream_up{" in text and "microstream_build_info{" in text
     finally:
         exporter.close()
         ring.close(unlink=True)
 
 
+def test_metrics_counters_stay_exact_past_a_million(instance: str) -> None:
+    from engine.status import Component, EngineStatus
+
+    detail = {"frames": 123_456_789, "connections": 2}
+    st = EngineStatus(instance, True, 1, True, 0,
+                      [Component("feed:bybit", "running", 1, 0, 0, True, 0.5, detail)])
+    text = MetricsExporter(instance).render(st)
+    assert 'microstream_feed_frames_total{exchange="bybit"} 123456789\n' in text
+    assert 'microstream_feed_connections{exchange="bybit"} 2\n' in text
+    assert 'microstream_child_heartbeat_age_seconds{child="feed:bybit"} 0.5\n' in text
+
+
 @pytest.mark.parametrize("port", [-2, 65536])
 def test_service_config_rejects_bad_ports(port: int) -> None:
     with pytest.raises(ValueError, match="is not a port"):
         ServiceConfig(http_port=port)
+
+
+def test_tail_prints_the_last_records_of_a_symbol_and_stops(instance: str) -> None:
+    import io
+
+    from engine.tail import tail
+
+    ring = shm.Writer(shm.segment_name(instance, "okx", "trades"), shm.TRADE, 1024)
+    names = shm.LatestWriter(shm.segment_name(instance, "okx", "bbo", suffix="latest"),
+                             shm.BBO, 2)
+    try:
+        names.register(0, "BTC-USDT-SWAP")
+        names.register(1, "ETH-USDT-SWAP")
+        recs = np.zeros(10, shm.TRADE)
+        recs["symbol_id"], recs["price"], recs["side"] = np.arange(10) % 2, np.arange(10), 1
+        ring.commit_batch(recs)
+        out = io.StringIO()
+        assert tail(instance, "okx.trades", symbol="ETH-USDT-SWAP", last=3, out=out) == 3
+        lines = [json.loads(x) for x in out.getvalue().splitlines()]
+        assert [x["price"] for x in lines] == [5.0, 7.0, 9.0]
+        assert {x["exchange"] for x in lines} == {"okx"} and lines[0]["side"] == "BUY"
+        out = io.StringIO()
+        assert tail(instance, "okx.trades", last=4, out=out) == 4
+        assert [x.split('"seq":')[1].split(",")[0] for x in out.getvalue().splitlines()] == [
+            "6", "7", "8", "9"]
+    finally:
+        ring.close(unlink=True)
+        names.close(unlink=True)
