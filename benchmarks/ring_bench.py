@@ -42,7 +42,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numba
 import numpy as np
 import psutil
 
@@ -66,16 +65,42 @@ def _log(msg: str) -> None:
 
 
 class Emitter:
-    """Prints result lines to stdout and keeps them for ``--out``."""
+    """Prints result lines of one suite to stdout and keeps them for ``--out`` (shared by the
+    suites that import it: ``e2e``, ``compare``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, suite: str = "ring") -> None:
+        self.suite = suite
         self.lines: list[str] = []
 
     def __call__(self, case: str, metric: str, value: Any, unit: str, **extra: Any) -> None:
-        row = {"bench": "ring", "case": case, "metric": metric, "value": value, "unit": unit}
+        row = {"bench": self.suite, "suite": self.suite, "case": case, "metric": metric,
+               "value": value, "unit": unit}
         line = json.dumps(row | extra)
         self.lines.append(line)
         print(line, flush=True)
+
+    def env(self, **extra: Any) -> None:
+        """The environment line: CPU, kernel, Python and package versions, Redis, load."""
+        from importlib import metadata
+
+        versions = {}
+        for package in ("numpy", "numba", "picows", "msgspec", "uvloop", "redis", "hiredis"):
+            try:
+                versions[package] = metadata.version(package)
+            except metadata.PackageNotFoundError:
+                versions[package] = "absent"
+        try:
+            from engine.embedded_redis import find_redis_server
+
+            redis_server = os.popen(f"{find_redis_server()} --version").read().split()
+            versions["redis_server"] = next((w[2:] for w in redis_server if w.startswith("v=")),
+                                            "unknown")
+        except Exception:
+            versions["redis_server"] = "absent"
+        self("env", "cpus", os.cpu_count(), "count", usable_cpus=len(os.sched_getaffinity(0)),
+             cpu_model=_cpu_model(), kernel=platform.release(),
+             python=platform.python_version(), loadavg_1m=os.getloadavg()[0],
+             **versions, **extra)
 
 
 def _pin(cpu: int | None) -> None:
@@ -347,13 +372,6 @@ def report_runs(emit: Emitter, case: str, runs: list[dict[str, tuple[float, str]
 
 
 # -- main ------------------------------------------------------------------------------------
-def _env(emit: Emitter, cpus: tuple[int | None, int | None]) -> None:
-    emit("env", "cpus", os.cpu_count(), "count", usable_cpus=len(os.sched_getaffinity(0)),
-         cpu_model=_cpu_model(), kernel=platform.release(),
-         python=platform.python_version(), numpy=np.__version__, numba=numba.__version__,
-         writer_cpu=cpus[0], reader_cpu=cpus[1], loadavg_1m=os.getloadavg()[0])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per case (3)")
@@ -376,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         cpus = (usable[0], usable[1])
     name = shm.segment_name("bench", "local", f"ringbench{os.getpid()}")
     emit = Emitter()
-    _env(emit, cpus)
+    emit.env(writer_cpu=cpus[0], reader_cpu=cpus[1])
     try:
         _pin(cpus[0])
         bench_commit(emit, name, duration)

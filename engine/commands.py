@@ -27,7 +27,7 @@ __all__ = ["NOT_RUNNING", "bench", "check_config", "load_for_run", "record", "ru
            "tail"]
 
 NOT_RUNNING = 3
-BENCH_SUITES = ("ring", "ingest", "detector", "publisher", "venue")
+BENCH_SUITES = ("ring", "ingest", "e2e", "detector", "publisher", "venue")
 log = logging.getLogger("microstream")
 
 

@@ -76,3 +76,23 @@ def test_publisher_bench_quick_drains_everything() -> None:
     assert 0 < by[("latency@2000", "commit_to_reply_p50")] <= \
         by[("latency@2000", "commit_to_reply_p99")]
     assert not [i for i in shm.list_segments() if i.instance.startswith("pb")]
+
+
+def test_e2e_bench_quick_joins_trades_to_the_redis_subscriber() -> None:
+    out = subprocess.run([sys.executable, "-m", "engine", "bench", "e2e", "--quick"], cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert all({"suite", "case", "metric", "value", "unit"} <= set(d) for d in lines)
+    by = {(d["case"], d["metric"]): d["value"] for d in lines}
+    env = next(d for d in lines if d["case"] == "env")
+    assert env["redis_server"] != "absent" and env["picows"] != "absent"
+    assert by[("rate_500", "frames_per_s")] > 0 and by[("rate_500", "joined_trades")] > 0
+    for stage in ("frame_to_commit", "commit_to_subscriber", "frame_to_subscriber"):
+        p50, p99 = by[("rate_500", f"{stage}_p50")], by[("rate_500", f"{stage}_p99")]
+        assert 0 < p50 <= p99 <= by[("rate_500", f"{stage}_max")], stage
+    # a trade reaches the subscriber after its own commit, which follows its frame
+    assert by[("rate_500", "frame_to_subscriber_p50")] > by[("rate_500", "frame_to_commit_p50")]
+    assert by[("rate_500", "cpu_us_per_frame_all")] > 0
+    assert by[("jitter", "gaps_per_s")] >= 0
+    assert not [i for i in shm.list_segments() if i.instance.startswith("bench")]
