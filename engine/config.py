@@ -162,7 +162,7 @@ class DetectorsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     exchanges: tuple[str, ...] = ()        # whose rings to read (empty: every enabled one)
     cpu: int = -1                          # CPU to pin the process to; -1: no pinning
     events_ring_capacity: int = 65_536     # records in the events ring (power of two)
-    idle_wait_us: int = 1_000              # idle: park on the first trades ring this long
+    idle_wait_us: int = 1_000              # idle: park on every ring at once this long
     analytics_interval_ms: int = 100       # refresh of the analytics latest tables
     whale_min_usd: float = 1_000_000.0     # one trade at least this: WHALE_TRADE (0: off)
     whale_burst_usd: float = 5_000_000.0   # same-side run reaching this: WHALE_BURST (0: off)
@@ -258,7 +258,7 @@ class PublisherConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     breaker_open_critical_per_s: float = 2_000.0   # CRITICAL rate while open
     analytics_interval_ms: int = 100       # analytics tables are read this often
     spin_us: int = 200                     # idle: keep polling this long, then park
-    idle_wait_us: int = 1_000              # park on the events ring (or first ring) this long
+    idle_wait_us: int = 1_000              # idle: park on every ring at once this long
 
     def __post_init__(self) -> None:
         if self.encoding not in ("json", "msgpack"):

@@ -34,7 +34,7 @@ from .layout import (
     book_dtype,
     record_dtype,
 )
-from .reader import Reader, ReaderStats
+from .reader import Reader, ReaderStats, wait_any
 from .registry import SegmentInfo, gc_segments, list_segments
 from .ring import Writer
 from .segment import SHM_DIR, parse_segment_name, segment_name
@@ -75,4 +75,5 @@ __all__ = [
     "parse_segment_name",
     "record_dtype",
     "segment_name",
+    "wait_any",
 ]

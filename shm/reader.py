@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Literal
 
 import msgspec
@@ -32,9 +33,9 @@ from .layout import (
     dtype_hash,
 )
 from .segment import Segment, segment_name, writer_alive
-from .wake import Doorbell, check_platform, futex_wait
+from .wake import Doorbell, check_platform, futex_wait, futex_wait_any
 
-__all__ = ["Reader", "ReaderStats"]
+__all__ = ["Reader", "ReaderStats", "wait_any"]
 
 _TAIL_W = H.TAIL >> 3
 _WAKE_W = H.WAKE_SEQ >> 3
@@ -326,3 +327,37 @@ class Reader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def wait_any(readers: Sequence[Reader], timeout_s: float) -> bool:
+    """Park until any of ``readers``' rings commits a record they have not read, at most
+    ``timeout_s`` (one ``futex_waitv``): how a process that follows many rings sleeps without
+    polling them. True if one has something to read (or may have: a wake), False on timeout.
+
+    The protocol is :meth:`Reader._park`'s for each ring (read ``wake_seq``, then set the
+    parked bit, then re-check the tail, then sleep), so a commit between the check and the
+    sleep changes a word and the sleep returns at once. Closed rings are left out (their
+    word no longer changes); a reader without a doorbell slot is seen at the timeout.
+    """
+    entered: list[Reader] = []
+    words: list[tuple[int, int]] = []
+    try:
+        for r in readers:
+            hw = r._hw
+            if hw[_STATE_W] == SegmentState.CLOSED or r._bell is None:
+                continue
+            words.append((r._wake_addr, hw[_WAKE_W] & 0xFFFFFFFF))  # before the parked bit
+            r._bell.enter()
+            entered.append(r)
+        for r in readers:
+            if r._hw[_TAIL_W] > r._st[ST_NEXT]:
+                return True
+        if not words:
+            time.sleep(timeout_s)
+            return False
+        for r in entered:
+            r._parks += 1
+        return futex_wait_any(words, timeout_s)
+    finally:
+        for r in entered:
+            r._bell.leave()  # type: ignore[union-attr]

@@ -17,6 +17,7 @@ import ctypes
 import errno
 import os
 import platform
+import time
 
 from .atomics import compare_exchange_u32, fetch_and, fetch_or, futex_wake
 from .claim import lock_file
@@ -24,9 +25,12 @@ from .errors import ShmError
 from .layout import DOORBELL_MAGIC, PAGE_SIZE, DoorbellOffsets
 from .segment import SHM_DIR, Segment, process_start_time, writer_alive
 
-__all__ = ["Doorbell", "check_platform", "futex_wait", "futex_wake"]
+__all__ = ["Doorbell", "check_platform", "futex_wait", "futex_wait_any", "futex_wake"]
 
 _SYS_FUTEX = {"x86_64": 202}
+_SYS_FUTEX_WAITV = 449          # x86-64, Linux ≥ 5.16
+_FUTEX2_SIZE_U32 = 0x02         # shared (no FUTEX2_PRIVATE): words live in MAP_SHARED files
+_CLOCK_MONOTONIC = 1
 _FUTEX_WAIT = 0  # shared (no FUTEX_PRIVATE_FLAG): the word lives in a MAP_SHARED file
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -70,6 +74,46 @@ def futex_wait(addr: int, expected: int, timeout_s: float) -> bool:
     if err in (errno.EAGAIN, errno.EINTR):
         return True
     raise OSError(err, f"futex wait failed: {os.strerror(err)}")
+
+
+class _FutexWaitv(ctypes.Structure):
+    _fields_ = [("val", ctypes.c_uint64), ("uaddr", ctypes.c_uint64),
+                ("flags", ctypes.c_uint32), ("reserved", ctypes.c_uint32)]
+
+
+_waitv_missing = False
+
+
+def futex_wait_any(words: list[tuple[int, int]], timeout_s: float) -> bool:
+    """Sleep while every u32 at ``addr`` equals its ``expected`` (``words``: (addr, expected)
+    pairs), at most ``timeout_s``: one ``futex_waitv`` call over several rings.
+
+    Returns True if woken or a value had already changed, False on timeout. On a kernel without
+    ``futex_waitv`` (before 5.16) it sleeps on the first word only (the others are then seen at
+    the timeout at the latest).
+    """
+    global _waitv_missing
+    if not words:
+        return False
+    if _waitv_missing or len(words) == 1:
+        return futex_wait(words[0][0], words[0][1], timeout_s)
+    waiters = (_FutexWaitv * len(words))(*[_FutexWaitv(expected, addr, _FUTEX2_SIZE_U32, 0)
+                                            for addr, expected in words])
+    deadline = time.clock_gettime_ns(time.CLOCK_MONOTONIC) + int(timeout_s * 1e9)
+    ts = _Timespec(deadline // 1_000_000_000, deadline % 1_000_000_000)  # absolute
+    rc = _syscall(_SYS_FUTEX_WAITV, waiters, len(words), 0, ctypes.byref(ts),
+                  _CLOCK_MONOTONIC)
+    if rc >= 0:
+        return True
+    err = ctypes.get_errno()
+    if err == errno.ETIMEDOUT:
+        return False
+    if err in (errno.EAGAIN, errno.EINTR):
+        return True
+    if err == errno.ENOSYS:
+        _waitv_missing = True
+        return futex_wait(words[0][0], words[0][1], timeout_s)
+    raise OSError(err, f"futex_waitv failed: {os.strerror(err)}")
 
 
 class Doorbell:

@@ -72,6 +72,12 @@ class RingSet:
             return batch, True
         return batch, False
 
+    def wait(self, timeout_s: float) -> bool:
+        """Park until any followed ring commits (one ``futex_waitv``, see ``shm.wait_any``), at
+        most ``timeout_s``; True if something may be new. Rings not attached yet are found
+        by the next poll after their retry delay."""
+        return shm.wait_any(list(self.readers.values()), timeout_s)
+
     def totals(self) -> tuple[int, int]:
         """``(lost, lag)`` over every reader: records overwritten before they were read (laps),
         and records committed but not yet read (as of each ring's last poll)."""

@@ -106,3 +106,42 @@ def test_doorbell_slots_are_returned_on_close(instance: str) -> None:
         assert all(r._bell is not None for r in again)
         for r in again:
             r.close()
+
+
+def test_wait_any_wakes_on_any_ring_of_another_process(instance: str) -> None:
+    """One futex_waitv over three rings: a commit on the last one, made by another process,
+    ends the wait long before its timeout; with nothing new it times out."""
+    import subprocess
+    import sys
+    import time
+
+    writers = [shm.Writer(shm.segment_name(instance, "x", f"r{i}"), shm.TRADE, 1024)
+               for i in range(2)]
+    name = shm.segment_name(instance, "x", "r2")
+    code = ("import time, numpy as np, shm, sys\n"
+            "w = shm.Writer(sys.argv[1], shm.TRADE, 1024)\nprint('ready', flush=True)\n"
+            "sys.stdin.readline()\ntime.sleep(0.3)\n"
+            "w.commit_batch(np.zeros(1, shm.TRADE))\ntime.sleep(1.0)\nw.close(unlink=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, name], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == "ready"
+        readers = [shm.Reader(w.name) for w in writers] + [shm.Reader(name)]
+        t0 = time.perf_counter()
+        assert not shm.wait_any(readers, 0.2)
+        assert 0.18 < time.perf_counter() - t0 < 1.0
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        t0 = time.perf_counter()
+        assert shm.wait_any(readers, 10.0)
+        waited = time.perf_counter() - t0
+        assert 0.25 < waited < 3, waited   # woken by the commit, not by the timeout
+        assert len(readers[2].poll()) == 1 and not len(readers[0].poll())
+        assert readers[0].stats.parks >= 1
+        for r in readers:
+            r.close()
+    finally:
+        proc.wait(timeout=30)
+        for w in writers:
+            w.close(unlink=True)

@@ -1,9 +1,8 @@
 """``microstream detect``: the detector process (pin, warm, loop until SIGTERM/SIGINT).
 
-The loop polls every ring without waiting; when none had new records it parks on the first
-exchange's trades ring (the busiest stream: its next commit wakes the process at once) for at
-most ``idle_wait_us``, after which every ring is polled again. A record on another ring after
-a quiet spell therefore waits up to ``idle_wait_us``. Kernels are compiled (or
+The loop polls every ring without waiting; when none had new records it parks on all of them
+at once (``shm.wait_any``: one ``futex_waitv``), woken by the next commit on any ring or after
+``idle_wait_us``. Kernels are compiled (or
 loaded from numba's cache) by a warm-up batch through every one before the loop starts, so the
 first real batch does not pay for compilation. Counters are logged every 10 s.
 """

@@ -264,17 +264,11 @@ class DetectorRunner:
 
     def step(self, wait_s: float = 0.0) -> int:
         """Poll every ring once, run the kernels, commit the events; returns the number of
-        records processed. If nothing was new and ``wait_s > 0``, park on the first
-        exchange's trades ring for up to ``wait_s`` (its commit wakes us) and run that."""
-        done = 0
-        for exchange, det in self.detectors.items():
-            for stream in STREAMS:
-                done += self._poll(exchange, det, stream, 0.0)
-        if not done and wait_s > 0 and self.detectors:
-            exchange, det = next(iter(self.detectors.items()))
-            done = self._poll(exchange, det, "trades", wait_s)
-            if not done and self.rings.reader(exchange, "trades") is None:
-                time.sleep(wait_s)  # no ring to park on yet
+        records processed. If nothing was new and ``wait_s > 0``, park on every followed
+        ring at once for up to ``wait_s`` (any commit wakes us) and poll them all again."""
+        done = self._poll_all()
+        if not done and wait_s > 0 and self.detectors and self.rings.wait(wait_s):
+            done = self._poll_all()
         now = self.clock()
         refresh = now >= self._next_analytics
         if refresh:
@@ -328,6 +322,13 @@ class DetectorRunner:
             size = rows.dtype.itemsize
             for sid in range(len(rows)):
                 table.update_raw(sid, raw[sid * size:(sid + 1) * size])
+
+    def _poll_all(self) -> int:
+        done = 0
+        for exchange, det in self.detectors.items():
+            for stream in STREAMS:
+                done += self._poll(exchange, det, stream, 0.0)
+        return done
 
     def _poll(self, exchange: str, det: ExchangeDetectors, stream: str, wait_s: float) -> int:
         batch, discontinuity = self.rings.poll(exchange, stream, wait_s)

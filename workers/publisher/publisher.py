@@ -103,9 +103,6 @@ class Publisher:
         self._exchange_names = {int(shm.Exchange[ex.upper()]): ex for ex in exchanges}
         self.streams = [s for s in _RING_STREAMS if s in cfg.streams]
         self._events = "events" in cfg.streams
-        # idle: park on the events ring, else on the first data ring (its commit wakes us)
-        self._park: tuple[str, str] | None = ("detectors", "events") if self._events else \
-            (next(iter(exchanges)), self.streams[0]) if exchanges and self.streams else None
         self.priorities = dict(DEFAULT_PRIORITIES)
         self.priorities.update({k: PRIORITY_NAMES.index(v) for k, v in cfg.priorities.items()})
         self.queues = PriorityQueues((cfg.critical_buffer, cfg.high_queue, cfg.medium_queue,
@@ -396,7 +393,7 @@ class Publisher:
 
     def step(self, wait_s: float = 0.0) -> int:
         """One pass: ingest, pump, control; if nothing happened, wait up to ``wait_s`` (for a
-        reply on the socket, or parked on the first ring). Returns records + messages."""
+        reply on the socket, or parked on every ring at once). Returns records + messages."""
         now = self.clock()
         if now >= self._next_analytics and "analytics" in self.settings.streams:
             self._next_analytics = now + self.settings.analytics_interval_ms * 1_000_000
@@ -424,13 +421,9 @@ class Publisher:
         if len(self.queues) or self._retry:
             time.sleep(min(wait_s, 0.0005))   # waiting for the breaker, a retry or Redis
             return
-        if self._park is None or self.rings.reader(*self._park) is None:
-            time.sleep(wait_s)
-            return
-        owner, stream = self._park
-        batch, _ = self.rings.poll(owner, stream, wait_s)   # woken by the ring's commit
-        if batch is not None and len(batch):
-            self._queue_batch(owner, stream, batch)
+        # idle: park on every followed ring at once (any commit wakes us; the next ingest
+        # reads it), at most wait_s (analytics tables and timers are looked at then)
+        self.rings.wait(wait_s)
 
     # -- stats ------------------------------------------------------------------------------
 
