@@ -235,9 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(one_run(rate, seconds))
             report_runs(emit, f"rate_{int(rate)}", results, rate=rate, seconds=seconds)
     finally:
-        if args.out:
-            with open(args.out, "w") as f:
-                f.writelines(line + "\n" for line in emit.lines)
+        emit.write(args.out)
     return 0
 
 

@@ -79,6 +79,12 @@ class Emitter:
         self.lines.append(line)
         print(line, flush=True)
 
+    def write(self, path: str | None) -> None:
+        """Write every line emitted so far to ``path`` (``--out``), if given."""
+        if path:
+            with open(path, "w") as f:
+                f.writelines(line + "\n" for line in self.lines)
+
     def env(self, **extra: Any) -> None:
         """The environment line: CPU, kernel, Python and package versions, Redis, load."""
         from importlib import metadata
@@ -420,9 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         report_runs(emit, "jitter", results, cpu=cpus[1], threshold_us=JITTER_GAP_NS / 1000)
     finally:
         os.sched_setaffinity(0, usable)
-        if args.out:
-            with open(args.out, "w") as f:
-                f.writelines(line + "\n" for line in emit.lines)
+        emit.write(args.out)
     return 0
 
 

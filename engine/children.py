@@ -100,7 +100,6 @@ class Child:
         self.process: BaseProcess | None = None
         self.state = ChildState.STOPPED
         self.started_at = 0.0
-        self.heartbeat_seen = False
         self.missing_since = 0.0    # RUNNING, but its heartbeat segment is not its own
         self.restarts = 0
         self.failures = 0           # consecutive; reset after healthy_after_s of uptime
@@ -123,7 +122,6 @@ class Child:
                                    name=f"microstream-{self.spec.name}", daemon=False)
         self.process.start()
         self.started_at = now
-        self.heartbeat_seen = False
         self.missing_since = 0.0
         self.state = ChildState.STARTING
         log.info("%s: started, pid %d", self.spec.name, self.process.pid)

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -22,6 +23,10 @@ import shm
 
 from . import __version__
 from .config import EMBEDDED_REDIS, Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from .simulate import Surroundings
+    from .supervisor import Supervisor
 
 __all__ = ["NOT_RUNNING", "bench", "check_config", "load_for_run", "record", "run", "status",
            "tail"]
@@ -89,13 +94,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
 
-def _where_to_look(supervisor: object, around: object) -> None:
-    from .simulate import Surroundings
-    from .supervisor import Supervisor
+def _where_to_look(supervisor: Supervisor, around: Surroundings) -> None:
+    from workers.publisher.resp import parse_redis_url
 
-    assert isinstance(supervisor, Supervisor) and isinstance(around, Surroundings)
-    cfg = supervisor.config
-    inst = supervisor.instance
+    cfg, inst = supervisor.config, supervisor.instance
     names = [c.spec.name for c in supervisor.children]
     lines = [f"microstream {__version__}: instance {inst}, running {', '.join(names) or 'nothing'}"]
     for name, venue in around.venues.items():
@@ -105,16 +107,10 @@ def _where_to_look(supervisor: object, around: object) -> None:
         lines.append(f"  tail      microstream tail {feeds[0]}.trades -f --instance {inst}"
                      + ("   (or detectors.events)" if cfg.detectors.enabled else ""))
     if cfg.publisher.enabled:
-        url = cfg.publisher.redis_url
-        if url.startswith("unix://"):
-            where = f"-s {url[len('unix://'):].split('?')[0]}"
-        else:
-            from workers.publisher.resp import parse_redis_url
-
-            addr = parse_redis_url(url)
-            where = f"-h {addr.host} -p {addr.port}"
-        sym = "*"
-        lines.append(f"  redis     redis-cli {where} psubscribe '{feeds[0] if feeds else sym}:*'"
+        addr = parse_redis_url(cfg.publisher.redis_url)
+        where = f"-s {addr.unix_path}" if addr.unix_path else f"-h {addr.host} -p {addr.port}"
+        pattern = f"{feeds[0]}:*" if feeds else "*"
+        lines.append(f"  redis     redis-cli {where} psubscribe '{pattern}'"
                      + ("   (embedded server)" if around.redis is not None else ""))
     if supervisor.http is not None:
         lines.append(f"  metrics   {supervisor.http.url}/metrics  (/healthz, /readyz)")

@@ -26,7 +26,6 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
 
 import shm
 
@@ -46,8 +45,7 @@ _TICK_S = 0.1
 class Supervisor:
     """Runs the children of ``config`` (see the module docstring)."""
 
-    def __init__(self, config: Config, notifier: Notifier | None = None,
-                 on_ready: Callable[[], None] | None = None) -> None:
+    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
         self.config = config
         self.cfg = config.service
         self.instance = config.engine.instance
@@ -61,8 +59,6 @@ class Supervisor:
         self.stopping = False
         self.started_ns = time.monotonic_ns()
         self.last_tick_ns = 0
-        self.http_port = -1
-        self._on_ready = on_ready
         self._table: shm.LatestWriter | None = None
         self.http: HealthServer | None = None
 
@@ -88,7 +84,6 @@ class Supervisor:
                 self.close()
                 raise OSError(f"[service] http {self.cfg.http_host}:{self.cfg.http_port}: "
                               f"{exc.strerror}") from None
-            self.http_port = self.http.port
         self.last_tick_ns = time.monotonic_ns()
         self._write_table()
 
@@ -191,10 +186,9 @@ class Supervisor:
         self.ready = running and not self.stopping
         if self.ready and not self.ready_sent:
             self.ready_sent = True
-            self.notifier.ready(self.status_line())
-            log.info("ready: %s", self.status_line())
-            if self._on_ready is not None:
-                self._on_ready()
+            line = self.status_line()
+            self.notifier.ready(line)
+            log.info("ready: %s", line)
 
     def status_line(self) -> str:
         """One line for ``STATUS=`` and the log: each child's state and the breaker."""
@@ -221,7 +215,8 @@ class Supervisor:
         if table is None:
             return
         table.update(0, (0, time.time_ns(), os.getpid(), int(ChildState.RUNNING), 0, 0,
-                         self.started_ns, int(self.ready), self.http_port))
+                         self.started_ns, int(self.ready),
+                         self.http.port if self.http is not None else -1))
         for i, c in enumerate(self.children, 1):
             table.update(i, (0, time.time_ns(), c.pid, int(c.state), c.restarts, c.last_exit,
                              int(c.started_at * 1e9), int(c.state == ChildState.RUNNING and (

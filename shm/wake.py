@@ -66,14 +66,20 @@ def futex_wait(addr: int, expected: int, timeout_s: float) -> bool:
     ts = _Timespec(sec, int((timeout_s - sec) * 1e9))
     rc = _syscall(_SYS_FUTEX["x86_64"], ctypes.c_void_p(addr), _FUTEX_WAIT,
                   ctypes.c_uint32(expected), ctypes.byref(ts), None, 0)
-    if rc == 0:
+    return _woken(rc, "futex wait")
+
+
+def _woken(rc: int, what: str) -> bool:
+    """A futex wait's outcome: True if woken or the value had changed (EAGAIN) or a signal
+    came (EINTR), False on timeout; anything else raises."""
+    if rc >= 0:
         return True
     err = ctypes.get_errno()
     if err == errno.ETIMEDOUT:
         return False
     if err in (errno.EAGAIN, errno.EINTR):
         return True
-    raise OSError(err, f"futex wait failed: {os.strerror(err)}")
+    raise OSError(err, f"{what} failed: {os.strerror(err)}")
 
 
 class _FutexWaitv(ctypes.Structure):
@@ -103,17 +109,10 @@ def futex_wait_any(words: list[tuple[int, int]], timeout_s: float) -> bool:
     ts = _Timespec(deadline // 1_000_000_000, deadline % 1_000_000_000)  # absolute
     rc = _syscall(_SYS_FUTEX_WAITV, waiters, len(words), 0, ctypes.byref(ts),
                   _CLOCK_MONOTONIC)
-    if rc >= 0:
-        return True
-    err = ctypes.get_errno()
-    if err == errno.ETIMEDOUT:
-        return False
-    if err in (errno.EAGAIN, errno.EINTR):
-        return True
-    if err == errno.ENOSYS:
+    if rc < 0 and ctypes.get_errno() == errno.ENOSYS:
         _waitv_missing = True
         return futex_wait(words[0][0], words[0][1], timeout_s)
-    raise OSError(err, f"futex_waitv failed: {os.strerror(err)}")
+    return _woken(rc, "futex_waitv")
 
 
 class Doorbell:
