@@ -19,7 +19,6 @@ Prints JSON lines ``{"bench": "detectors", "suite", "case", "metric", "value", "
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -33,6 +32,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from report import Emitter  # noqa: E402
 
 import shm  # noqa: E402
 from engine.config import DetectorsConfig  # noqa: E402
@@ -69,10 +71,10 @@ w.close()
 """
 
 
+EMIT = Emitter(suite="detectors")
+
 def _emit(case: str, metric: str, value: float, unit: str, **extra: object) -> None:
-    print(json.dumps({"bench": "detectors", "suite": "detectors", "case": case,
-                      "metric": metric, "value": round(value, 3), "unit": unit, **extra}),
-          flush=True)
+    EMIT(case, metric, round(value, 3), unit, **extra)
 
 
 def _throughput_recording(settings: DetectorsConfig) -> float:
@@ -168,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=20_000.0, help="trades/s (latency)")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--quick", action="store_true", help="one short run (CI smoke test)")
+    parser.add_argument("--out", help="also write the JSON lines to this file")
+    parser.add_argument("--plot", help="draw latency and throughput into this PNG")
     args = parser.parse_args(argv)
     flood = 1_000_000
     if args.quick:
@@ -188,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         _emit(case, f"commit_to_event_p{p:g}", float(np.percentile(median, p)), "us",
               runs=[round(float(np.percentile(r, p)), 1) for r in lat_runs])
     _emit(case, "events", len(median), "count")
+    EMIT.finish(args.out, args.plot)
     return 0
 
 

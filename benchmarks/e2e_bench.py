@@ -1,24 +1,26 @@
-"""End to end: the whole engine (``microstream run --simulate``) at fixed rates, each stage's
-latency from in-band stamps, to a Redis subscriber; CPU and RSS per process.
+"""End to end: the whole engine (``microstream run``) against local venues at fixed rates,
+each stage's latency from in-band stamps and from the intended send time, to a Redis
+subscriber; CPU and RSS per process.
 
 Run: ``.venv/bin/python benchmarks/e2e_bench.py [--rates 1000,5000,20000] [--seconds S]
 [--runs N] [--quick] [--out FILE]`` (or ``microstream bench e2e ...``).
 
 Per rate (market events per second over the three exchanges, split evenly), a fresh engine
-runs as its own process tree: three local venues on a shared clock, three feed workers, the
-detectors and the publisher into a private ``redis-server``. Once it is ready and warmed up,
-for ``S`` seconds:
+runs as its own process tree against three synthetic venues on shared clocks
+(``harness.Load``): three feed workers, the detectors and the publisher into a private
+``redis-server``. Once it is ready and warmed up, for ``S`` seconds:
 
-* a subscriber process reads ``PSUBSCRIBE *:trade`` on a raw socket with ``hiredis`` and
-  stamps each read with ``perf_counter_ns`` (CLOCK_MONOTONIC, system-wide);
+* a subscriber process reads ``PSUBSCRIBE *`` on a raw socket with ``hiredis`` and stamps each
+  read with ``perf_counter_ns`` (CLOCK_MONOTONIC, system-wide);
 * this process follows every trades ring and the events ring, keeping each record's stamps:
   ``ts_mono_ns`` (``on_ws_frame`` entry), ``ts_commit_ns`` (ring commit), and for events
   ``trigger_commit_ns`` / ``ts_detect_ns`` / ``ts_commit_ns``;
-* psutil samples each child's CPU time and RSS.
+* psutil samples the CPU time and RSS of the supervisor, each child and Redis.
 
-Trades are joined by ``(exchange, seq)``: frame → commit, commit → subscriber, frame →
-subscriber (end to end). Latency starts at frame receipt, not at the venue's intended send time
-(the venue's pacing is not per frame here); the ``ingest`` suite measures flood throughput.
+Per trade: intended send → subscriber (the venue's due time, so a backlog shows: no
+coordinated omission), frame → subscriber (the payload's ``ts_recv_ns``), frame → commit, and
+commit → subscriber (joined to the ring record by ``(exchange, seq)``). The venues are Python
+processes on the same two vCPUs: their own lateness is part of intended → subscriber.
 Prints JSON lines ``{"suite": "e2e", "case", "metric", "value", "unit", ...}``: per metric the
 median run, with min/max over runs; an environment line and a jitter baseline first.
 """
@@ -27,9 +29,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,72 +37,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from ring_bench import Emitter, _percentiles, jitter_once, report_runs  # noqa: E402
+from harness import EngineRun, Load, Sampler, Subscriber, engine_config  # noqa: E402
+from report import Emitter, report_runs  # noqa: E402
+from report import percentiles as _percentiles  # noqa: E402
+from ring_bench import jitter_once  # noqa: E402
 
 import shm  # noqa: E402
 from engine.embedded_redis import EmbeddedRedis  # noqa: E402
 from engine.status import read_status  # noqa: E402
+from workers.detectors.events import EventKind  # noqa: E402
 
 WARMUP_S = 2.0
+_ON_ARRIVAL = [int(k) for k in (EventKind.WHALE_TRADE, EventKind.WHALE_BURST,
+                                 EventKind.LIQUIDATION, EventKind.BOOK_CROSSED)]
 _ctx = mp.get_context("spawn")
-
-
-def _subscriber(path: str, seconds: float, conn: Any) -> None:
-    """Child: PSUBSCRIBE *:trade; (receipt ns, exchange, seq) per message, sent back at the end."""
-    import hiredis
-    import msgspec
-
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(path)
-    sock.sendall(b"*2\r\n$10\r\nPSUBSCRIBE\r\n$7\r\n*:trade\r\n")
-    reader = hiredis.Reader()
-    decode = msgspec.json.Decoder()
-    stamps: list[int] = []
-    exchanges: list[str] = []
-    seqs: list[int] = []
-    conn.send("ready")
-    end = time.perf_counter_ns() + int(seconds * 1e9)
-    sock.settimeout(0.2)
-    clock = time.perf_counter_ns
-    while clock() < end:
-        try:
-            data = sock.recv(1 << 16)
-        except TimeoutError:
-            continue
-        now = clock()
-        reader.feed(data)
-        while (msg := reader.gets()) is not False:
-            if isinstance(msg, list) and msg[0] == b"pmessage":
-                payload = decode.decode(msg[3])
-                stamps.append(now)
-                exchanges.append(payload["exchange"])
-                seqs.append(payload["seq"])
-    sock.close()
-    conn.send((stamps, exchanges, seqs))
-
-
-def _config(path: Path, instance: str, rate: float, redis_url: str) -> None:
-    path.write_text(f"""[engine]
-instance = "{instance}"
-[simulate]
-symbols = 2
-rate_hz = {rate / 3:.1f}
-timeline_s = 60.0
-scenarios = []
-[detectors]
-enabled = true
-[publisher]
-enabled = true
-redis_url = "{redis_url}"
-[service]
-http_port = -1
-""")
 
 
 def _follow(readers: dict[tuple[int, str], Any], out: dict[tuple[int, str], list[np.ndarray]]
@@ -120,52 +72,36 @@ def _follow(readers: dict[tuple[int, str], Any], out: dict[tuple[int, str], list
 def one_run(rate: float, seconds: float) -> dict[str, tuple[float, str]]:
     """One engine at ``rate`` events/s; metric → (value, unit)."""
     instance = "bench" + uuid.uuid4().hex[:6]
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "r") as redis:
+    timeline = WARMUP_S + seconds + 30.0   # startup included; looped past its end anyway
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "r") as redis, \
+            Load(rate, timeline) as load:
         cfg = Path(tmp) / "config.toml"
-        _config(cfg, instance, rate, redis.url)
-        log = open(Path(tmp) / "run.log", "wb")
-        engine = subprocess.Popen([sys.executable, "-m", "engine", "run", "--simulate", "-c",
-                                   str(cfg)], stdout=subprocess.DEVNULL, stderr=log, cwd=REPO)
-        try:
-            return _measure(instance, redis, engine, seconds, Path(tmp) / "run.log")
-        finally:
-            engine.send_signal(signal.SIGTERM)
-            try:
-                engine.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                engine.kill()
-            log.close()
+        engine_config(cfg, instance, load, redis.url)
+        with EngineRun(cfg, instance, Path(tmp) / "run.log") as engine:
+            return _measure(instance, redis, load, engine, seconds)
 
 
-def _measure(instance: str, redis: EmbeddedRedis, engine: subprocess.Popen[bytes],
-             seconds: float, log: Path) -> dict[str, tuple[float, str]]:
-    deadline = time.monotonic() + 240
-    while not read_status(instance).ready:
-        if engine.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"engine not ready: {log.read_text()[-2000:]}")
-        time.sleep(0.2)
+def _measure(instance: str, redis: EmbeddedRedis, load: Load, engine: EngineRun,
+             seconds: float) -> dict[str, tuple[float, str]]:
     time.sleep(WARMUP_S)
     ids = {e.name.lower(): int(e) for e in shm.Exchange}
     readers = {(ids[ex], "trades"): shm.Reader.attach(ex, "trades", instance)
-               for ex in ("binance", "bybit", "okx")}
+               for ex in load.exchanges}
     readers[(0, "events")] = shm.Reader.attach("detectors", "events", instance)
     got: dict[tuple[int, str], list[np.ndarray]] = {k: [] for k in readers}
-    parent, child = _ctx.Pipe()
-    sub = _ctx.Process(target=_subscriber, args=(str(redis.socket_path), seconds, child))
-    sub.start()
-    parent.recv()
+    sub = Subscriber(redis.socket_path, seconds)
     st0 = read_status(instance)
-    procs = {c.name: psutil.Process(c.pid) for c in st0.components}
-    cpu0 = {n: sum(p.cpu_times()[:2]) for n, p in procs.items()}
+    pids = engine.pids()
+    pids["redis"] = redis.process.pid
+    sampler = Sampler(pids)
+    sampler.start()
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         _follow(readers, got)
         time.sleep(0.005)
-    cpu1 = {n: sum(p.cpu_times()[:2]) for n, p in procs.items()}
-    rss = {n: p.memory_info().rss for n, p in procs.items()}
+    sampler.stop()
     st1 = read_status(instance)
-    stamps, exchanges, seqs = parent.recv()
-    sub.join(10)
+    counts, received = sub.result()
     _follow(readers, got)
     for reader in readers.values():
         reader.close()
@@ -174,42 +110,73 @@ def _measure(instance: str, redis: EmbeddedRedis, engine: subprocess.Popen[bytes
         sum(c.detail.get("frames", 0) for c in st0.components)
     out: dict[str, tuple[float, str]] = {
         "frames_per_s": (frames / seconds, "1/s"),
-        "trades_to_redis_per_s": (len(stamps) / seconds, "1/s")}
+        "redis_messages_per_s": (sum(counts.values()) / seconds, "1/s"),
+        "trades_to_redis_per_s": (counts.get("trade", 0) / seconds, "1/s")}
     trades = {k[0]: np.concatenate(v) for k, v in got.items() if k[1] == "trades" and v}
     ingest = np.concatenate([t["ts_commit_ns"] - t["ts_mono_ns"] for t in trades.values()])
     for key, value in _percentiles(ingest).items():
         out[f"frame_to_commit_{key}"] = (value, "us")
-    recv = np.array(stamps, np.int64)
-    ex = np.array([ids.get(e, 0) for e in exchanges], np.int64)
-    seq = np.array(seqs, np.int64)
-    e2e, tail = [], []
-    for eid, recs in trades.items():
-        mine = ex == eid
-        idx = np.searchsorted(recs["seq"], seq[mine])
+    out.update(subscriber_latency(load, received))
+    # commit → subscriber: each received trade joined to its ring record by (exchange, seq)
+    tail = []
+    for ex_name in load.exchanges:
+        mine = [r for r in received if r[1] == ex_name]
+        recs = trades.get(ids[ex_name])
+        if not mine or recs is None:
+            continue
+        recv = np.array([r[0] for r in mine], np.int64)
+        seq = np.array([r[4] for r in mine], np.int64)
+        idx = np.searchsorted(recs["seq"], seq)
         ok = idx < len(recs)
-        ok[ok] &= recs["seq"][idx[ok]] == seq[mine][ok]
-        hit = recs[idx[ok]]
-        e2e.append(recv[mine][ok] - hit["ts_mono_ns"])
-        tail.append(recv[mine][ok] - hit["ts_commit_ns"])
-    joined = np.concatenate(e2e) if e2e else np.zeros(0, np.int64)
-    out["joined_trades"] = (float(len(joined)), "count")
-    for name, values in (("commit_to_subscriber", np.concatenate(tail) if tail else joined),
-                         ("frame_to_subscriber", joined)):
-        for key, value in _percentiles(values).items():
-            out[f"{name}_{key}"] = (value, "us")
+        ok[ok] &= recs["seq"][idx[ok]] == seq[ok]
+        tail.append(recv[ok] - recs[idx[ok]]["ts_commit_ns"])
+    for key, value in _percentiles(np.concatenate(tail) if tail else np.zeros(0)).items():
+        out[f"commit_to_subscriber_{key}"] = (value, "us")
     events = got[(0, "events")]
     if events:
         ev = np.concatenate(events)
-        ev = ev[ev["trigger_commit_ns"] > 0]
+        # events a record triggers as it arrives (candles, spoofs, icebergs, regimes and the
+        # like close later, on a timer or a later record: their latency is their window)
+        ev = ev[(ev["trigger_commit_ns"] > 0) & np.isin(ev["kind"], _ON_ARRIVAL)]
         for key, value in _percentiles(ev["ts_commit_ns"] - ev["trigger_commit_ns"]).items():
             out[f"trigger_to_event_{key}"] = (value, "us")
-    total_cpu = 0.0
-    for name in procs:
-        used = cpu1[name] - cpu0[name]
-        total_cpu += used
-        out[f"cpu_s_per_million_frames[{name}]"] = (used / max(frames, 1) * 1e6, "s")
-        out[f"rss_mb[{name}]"] = (rss[name] / 2**20, "MiB")
-    out["cpu_us_per_frame_all"] = (total_cpu / max(frames, 1) * 1e6, "us")
+    out.update(cost(sampler, frames, exclude=("redis",)))
+    return out
+
+
+def subscriber_latency(load: Load, received: list[tuple[Any, ...]]
+                       ) -> dict[str, tuple[float, str]]:
+    """Trades received by the subscriber: intended send → subscriber (from the venue's
+    clock) and frame receipt (the payload's wall-clock ``ts_recv_ns``) → subscriber, in µs."""
+    out: dict[str, tuple[float, str]] = {}
+    intended, frame = [], []
+    for ex_name in load.exchanges:
+        mine = [r for r in received if r[1] == ex_name]
+        if not mine:
+            continue
+        recv = np.array([r[0] for r in mine], np.int64)
+        due = load.intended(ex_name, [r[2] for r in mine], [r[3] for r in mine], recv)
+        intended.append((recv - due)[due > 0])
+        frame.append(np.array([r[5] for r in mine], np.int64))
+    out["trades_joined"] = (float(sum(len(i) for i in intended)), "count")
+    for name, parts in (("intended_to_subscriber", intended), ("frame_to_subscriber", frame)):
+        for key, value in _percentiles(np.concatenate(parts) if parts
+                                       else np.zeros(0)).items():
+            out[f"{name}_{key}"] = (value, "us")
+    return out
+
+
+def cost(sampler: Sampler, messages: int, exclude: tuple[str, ...] = ()
+         ) -> dict[str, tuple[float, str]]:
+    """CPU seconds per million messages and RSS per process, and CPU µs per message over all
+    processes but ``exclude`` (their own CPU is still reported)."""
+    out: dict[str, tuple[float, str]] = {}
+    total = 0.0
+    for name, used in sampler.cpu_s.items():
+        total += used if name not in exclude else 0.0
+        out[f"cpu_s_per_million[{name}]"] = (used / max(messages, 1) * 1e6, "s")
+        out[f"rss_mb[{name}]"] = (sampler.rss_mb[name], "MiB")
+    out["cpu_us_per_message_all"] = (total / max(messages, 1) * 1e6, "us")
     return out
 
 
@@ -221,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per rate (3)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 500/s, 2 s, 1 run")
     parser.add_argument("--out", help="also write the JSON lines to this file")
+    parser.add_argument("--plot", help="draw latency and throughput into this PNG")
     args = parser.parse_args(argv)
     rates = [500.0] if args.quick else [float(r) for r in args.rates.split(",")]
     seconds, runs = (2.0, 1) if args.quick else (args.seconds, args.runs)
@@ -235,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(one_run(rate, seconds))
             report_runs(emit, f"rate_{int(rate)}", results, rate=rate, seconds=seconds)
     finally:
-        emit.write(args.out)
+        emit.finish(args.out, args.plot)
     return 0
 
 

@@ -19,7 +19,6 @@ depth). Prints JSON lines ``{"bench": "ingest", "suite": "ingest", "case", "metr
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -33,9 +32,11 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "tests" / "workers"))
 
 from feed_live import start_worker, stats, stop_worker, wait_for, write_config  # noqa: E402
+from report import Emitter  # noqa: E402
 
 import shm  # noqa: E402
 from workers.venue import start_venue  # noqa: E402
@@ -46,9 +47,10 @@ SYMBOLS = {"binance": (("BTCUSDT", "linear"), ("ETHUSDT", "linear")),
 CASES = {"trades": (["trades"], "trades"), "depth": (["depth", "book"], "book")}
 
 
+EMIT = Emitter(suite="ingest")
+
 def _emit(case: str, metric: str, value: float, unit: str, **extra: object) -> None:
-    print(json.dumps({"bench": "ingest", "suite": "ingest", "case": case, "metric": metric,
-                      "value": round(value, 3), "unit": unit, **extra}), flush=True)
+    EMIT(case, metric, round(value, 3), unit, **extra)
 
 
 def _pin(pid: int, cpu: int) -> None:
@@ -132,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rate", type=int, default=5000, help="synthetic events/s (timeline)")
     parser.add_argument("--quick", action="store_true", help="one short run (CI smoke test)")
+    parser.add_argument("--out", help="also write the JSON lines to this file")
+    parser.add_argument("--plot", help="draw latency and throughput into this PNG")
     args = parser.parse_args(argv)
     runs, seconds = (1, 1.5) if args.quick else (args.runs, args.seconds)
     for exchange in args.exchange.split(","):
@@ -148,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                       median_of_runs=round(statistics.median(r[p] for r in results), 2))
             _emit(name, "records", median["records"], "count")
             _emit(name, "sequence_or_decode_errors", median["errors"], "count")
+    EMIT.finish(args.out, args.plot)
     return 0
 
 

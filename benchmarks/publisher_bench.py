@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import statistics
 import subprocess
@@ -40,8 +39,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 import redis  # noqa: E402
+from report import Emitter  # noqa: E402
 
 import shm  # noqa: E402
 from engine.config import PublisherConfig  # noqa: E402
@@ -82,10 +83,10 @@ w.close()
 """
 
 
+EMIT = Emitter(suite="publisher")
+
 def _emit(case: str, metric: str, value: float, unit: str, **extra: object) -> None:
-    print(json.dumps({"bench": "publisher", "suite": "publisher", "case": case,
-                      "metric": metric, "value": round(value, 3), "unit": unit, **extra}),
-          flush=True)
+    EMIT(case, metric, round(value, 3), unit, **extra)
 
 
 def _cpus() -> list[int]:
@@ -224,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst-us", type=int, default=0,
                         help="writer: sleep at least this long between commits (bursts)")
     parser.add_argument("--quick", action="store_true", help="one short run (CI smoke test)")
+    parser.add_argument("--out", help="also write the JSON lines to this file")
+    parser.add_argument("--plot", help="draw latency and throughput into this PNG")
     args = parser.parse_args(argv)
     if args.quick:
         args.runs, args.messages, args.rates, args.seconds = 1, 20_000, "2000", 1.0
@@ -251,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                 _emit(case, f"commit_to_reply_p{p:g}", float(np.percentile(median, p)), "us",
                       runs=[round(float(np.percentile(r, p)), 1) for r in lat_runs])
             _emit(case, "messages", len(median), "count")
+    EMIT.finish(args.out, args.plot)
     return 0
 
 

@@ -31,12 +31,9 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import mmap
 import multiprocessing as mp
 import os
-import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -47,6 +44,10 @@ import psutil
 
 import shm
 from shm.wake import futex_wait, futex_wake
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from report import Emitter, report_runs
+from report import percentiles as _percentiles
 
 CAPACITY = 1 << 16  # as engine/demo.py
 BATCH_SIZES = (16, 64, 256)
@@ -64,69 +65,9 @@ def _log(msg: str) -> None:
     print(f"ring_bench: {msg}", file=sys.stderr, flush=True)
 
 
-class Emitter:
-    """Prints result lines of one suite to stdout and keeps them for ``--out`` (shared by the
-    suites that import it: ``e2e``, ``compare``)."""
-
-    def __init__(self, suite: str = "ring") -> None:
-        self.suite = suite
-        self.lines: list[str] = []
-
-    def __call__(self, case: str, metric: str, value: Any, unit: str, **extra: Any) -> None:
-        row = {"bench": self.suite, "suite": self.suite, "case": case, "metric": metric,
-               "value": value, "unit": unit}
-        line = json.dumps(row | extra)
-        self.lines.append(line)
-        print(line, flush=True)
-
-    def write(self, path: str | None) -> None:
-        """Write every line emitted so far to ``path`` (``--out``), if given."""
-        if path:
-            with open(path, "w") as f:
-                f.writelines(line + "\n" for line in self.lines)
-
-    def env(self, **extra: Any) -> None:
-        """The environment line: CPU, kernel, Python and package versions, Redis, load."""
-        from importlib import metadata
-
-        versions = {}
-        for package in ("numpy", "numba", "picows", "msgspec", "uvloop", "redis", "hiredis"):
-            try:
-                versions[package] = metadata.version(package)
-            except metadata.PackageNotFoundError:
-                versions[package] = "absent"
-        try:
-            from engine.embedded_redis import find_redis_server
-
-            redis_server = os.popen(f"{find_redis_server()} --version").read().split()
-            versions["redis_server"] = next((w[2:] for w in redis_server if w.startswith("v=")),
-                                            "unknown")
-        except Exception:
-            versions["redis_server"] = "absent"
-        self("env", "cpus", os.cpu_count(), "count", usable_cpus=len(os.sched_getaffinity(0)),
-             cpu_model=_cpu_model(), kernel=platform.release(),
-             python=platform.python_version(), loadavg_1m=os.getloadavg()[0],
-             **versions, **extra)
-
-
 def _pin(cpu: int | None) -> None:
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _num(x: float) -> float | int:
-    return int(x) if x.is_integer() else round(x, 3)
 
 
 def _seconds(ns: int) -> float:
@@ -286,14 +227,6 @@ def _finish(proc: Any, results: Any) -> dict:
     return result
 
 
-def _percentiles(lat_ns: np.ndarray) -> dict[str, float]:
-    if len(lat_ns) == 0:
-        return {"p50": float("nan"), "p99": float("nan"), "p99_9": float("nan"),
-                "max": float("nan")}
-    p50, p99, p999 = np.percentile(lat_ns, [50, 99, 99.9]) / 1000
-    return {"p50": p50, "p99": p99, "p99_9": p999, "max": float(lat_ns.max()) / 1000}
-
-
 # -- latency cases ---------------------------------------------------------------------------
 def handoff_once(name: str, wait: str, api: str, rate: float, duration: float,
                  cpus: tuple[int | None, int | None]) -> dict[str, tuple[float, str]]:
@@ -368,15 +301,6 @@ def jitter_once(duration: float, cpu: int | None) -> dict[str, tuple[float, str]
     return out
 
 
-def report_runs(emit: Emitter, case: str, runs: list[dict[str, tuple[float, str]]],
-                **extra: Any) -> None:
-    """Per metric: median over runs as value, min/max over runs as extra keys."""
-    for metric, (_, unit) in runs[0].items():
-        values = [float(run[metric][0]) for run in runs]
-        emit(case, metric, _num(statistics.median(values)), unit, min=_num(min(values)),
-             max=_num(max(values)), runs=len(runs), **extra)
-
-
 # -- main ------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -389,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--park-rate", type=float, default=2_000.0,
                         help="handoff_park records/s (2000)")
     parser.add_argument("--out", help="also write the JSON lines to this file")
+    parser.add_argument("--plot", help="draw latency and throughput into this PNG")
     args = parser.parse_args(argv)
     duration, runs = (0.2, 1) if args.quick else (args.duration, args.runs)
     if duration <= 0 or runs < 1:
@@ -399,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(usable) >= 2:
         cpus = (usable[0], usable[1])
     name = shm.segment_name("bench", "local", f"ringbench{os.getpid()}")
-    emit = Emitter()
+    emit = Emitter(suite="ring")
     emit.env(writer_cpu=cpus[0], reader_cpu=cpus[1])
     try:
         _pin(cpus[0])
@@ -426,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         report_runs(emit, "jitter", results, cpu=cpus[1], threshold_us=JITTER_GAP_NS / 1000)
     finally:
         os.sched_setaffinity(0, usable)
-        emit.write(args.out)
+        emit.finish(args.out, args.plot)
     return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -20,6 +19,9 @@ from pathlib import Path
 
 import psutil
 from picows import WSFrame, WSListener, WSTransport, ws_connect
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import Emitter
 
 from workers.venue import load_recording, start_venue
 
@@ -54,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="one run (CI smoke test)")
+    parser.add_argument("--out", help="also write the JSON lines to this file")
+    parser.add_argument("--plot", help="draw the throughput into this PNG")
     args = parser.parse_args(argv)
+    emit = Emitter(suite="venue")
     runs = 1 if args.quick else args.runs
     rec = load_recording(RECORDING, "binance")
     topics = sorted(set(rec.topics))
@@ -79,10 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     os.sched_setaffinity(0, set(cpus))
     for metric, values, unit in (("throughput", rates, "frames/s"), ("bandwidth", mbs, "MB/s"),
                                  ("venue_cpu", cpu_per_m, "cpu_s/M_frames")):
-        print(json.dumps({"bench": "venue", "case": "flood_binance_usdm", "metric": metric,
-                          "value": round(statistics.median(values), 1), "unit": unit,
-                          "min": round(min(values), 1), "max": round(max(values), 1),
-                          "runs": runs, "frames": len(rec.frames)}))
+        emit("flood_binance_usdm", metric, round(statistics.median(values), 1), unit,
+             min=round(min(values), 1), max=round(max(values), 1), runs=runs,
+             frames=len(rec.frames))
+    emit.finish(args.out, args.plot)
     return 0
 
 

@@ -32,7 +32,7 @@ __all__ = ["NOT_RUNNING", "bench", "check_config", "load_for_run", "record", "ru
            "tail"]
 
 NOT_RUNNING = 3
-BENCH_SUITES = ("ring", "ingest", "e2e", "detector", "publisher", "venue")
+BENCH_SUITES = ("ring", "ingest", "e2e", "compare", "detector", "publisher", "venue")
 log = logging.getLogger("microstream")
 
 
@@ -203,8 +203,8 @@ def record(args: argparse.Namespace) -> int:
 
 
 def bench(args: argparse.Namespace) -> int:
-    """``microstream bench SUITE [ARGS...]``: run ``benchmarks/<suite>_bench.py`` (JSON lines
-    on stdout) from the source checkout."""
+    """``microstream bench SUITE [ARGS...]``: run ``benchmarks/<suite>_bench.py`` from the
+    source checkout (JSON lines on stdout; a table instead when stdout is a terminal)."""
     script = Path(__file__).resolve().parents[1] / "benchmarks" / f"{args.suite}_bench.py"
     if not script.exists():
         print(f"microstream bench: {script} not found (benchmarks run from a source checkout)",
@@ -212,6 +212,7 @@ def bench(args: argparse.Namespace) -> int:
         return 2
     env = {**os.environ, "PYTHONPATH": str(script.parents[1])}
     if sys.stderr.isatty():
-        print(f"bench: running {script.name} {' '.join(args.args)} (JSON lines follow; "
-              "a suite takes from seconds to minutes)", file=sys.stderr, flush=True)
+        print(f"bench: running {script.name} {' '.join(args.args)} (a table at the end on a "
+              "terminal, else JSON lines; a suite takes from seconds to minutes)",
+              file=sys.stderr, flush=True)
     return subprocess.call([sys.executable, str(script), *args.args], env=env)

@@ -1,0 +1,317 @@
+"""What the ``e2e`` and ``compare`` suites share: the load (local venues on a shared clock), its
+intended send times, a Redis subscriber that stamps what it receives, the engine's config for a
+load, and CPU/RSS sampling of the processes under test.
+
+Latency from the *intended* send time (no coordinated omission): each venue serves a seeded
+synthetic market on a shared clock, and publishes the clock's start and period
+(``GET /venue/connections``); the same market is generated here, so trade ``(symbol,
+trade_id)`` of pass ``k`` was due at ``start + k * period + offset``, whatever the pipeline
+under test did with it. A pipeline that falls behind therefore shows its backlog in the tail,
+instead of hiding it by reading late.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import psutil
+
+from workers.exchanges.bybit_wire import trade_id as bybit_trade_id
+from workers.venue import SyntheticConfig, generate, start_venue
+from workers.venue.synthetic import synthetic_symbols
+
+__all__ = ["EXCHANGES", "EngineRun", "Load", "Sampler", "Subscriber", "engine_config",
+           "trade_key"]
+
+EXCHANGES = ("binance", "bybit", "okx")
+SEED = 7
+_ctx = mp.get_context("spawn")
+# where the engine's feeds take their endpoints, and what the synthetic venues do not serve
+# (as engine/simulate.py)
+_WS = {"binance": ("futures_ws", ""), "bybit": ("linear_ws", "/v5/public/linear"),
+       "okx": ("public_ws", "/ws/v5/public")}
+_REST = {"binance": "futures_rest", "okx": "rest"}
+
+
+def trade_key(exchange: str, trade_id: Any) -> int:
+    """A trade id as the engine publishes it (an int; Bybit's UUIDs folded as the feed does),
+    whichever form a pipeline published."""
+    if isinstance(trade_id, int):
+        return trade_id
+    if exchange == "bybit":
+        return bybit_trade_id(str(trade_id))[0]
+    return int(trade_id)
+
+
+class Load:
+    """Three synthetic venues (``rate`` market events/s in all, split evenly), looped on a
+    shared clock, or in flood mode; a context manager. ``symbols`` per exchange, the venues'
+    URLs, and each trade's intended send time (:meth:`intended`)."""
+
+    def __init__(self, rate: float, timeline_s: float, symbols: int = 2, flood: bool = False,
+                 exchanges: Iterable[str] = EXCHANGES) -> None:
+        self.exchanges = tuple(exchanges)
+        self.flood = flood
+        self.params = {"symbols": symbols, "rate": rate / len(self.exchanges),
+                       "seconds": timeline_s, "seed": SEED}
+        self.symbols = {ex: synthetic_symbols(ex, symbols) for ex in self.exchanges}
+        self.venues: dict[str, Any] = {}
+        self._offsets: dict[str, dict[tuple[str, int], int]] = {}
+        self._clocks: dict[str, tuple[int, int]] = {}
+
+    def __enter__(self) -> Load:
+        try:
+            for ex in self.exchanges:
+                self.venues[ex] = start_venue(ex, [], synthetic=self.params, loop=True,
+                                              shared_clock=not self.flood, flood=self.flood)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop every venue (idempotent)."""
+        for venue in self.venues.values():
+            venue.stop()
+        self.venues.clear()
+
+    def urls(self, exchange: str) -> dict[str, str]:
+        """The engine's ``urls`` for ``exchange``'s venue."""
+        venue = self.venues[exchange]
+        key, path = _WS[exchange]
+        urls = {key: venue.ws_url + path}
+        if exchange in _REST:
+            urls[_REST[exchange]] = venue.rest_url
+        return urls
+
+    def endpoints(self) -> dict[str, tuple[str, str]]:
+        """exchange → (WebSocket base URL, REST base URL) of its venue."""
+        return {ex: (v.ws_url, v.rest_url) for ex, v in self.venues.items()}
+
+    def _offsets_of(self, exchange: str) -> dict[tuple[str, int], int]:
+        """(lowercase symbol, trade id) → ns from the timeline's start, as the venue has it."""
+        if exchange not in self._offsets:
+            config = SyntheticConfig(exchange=exchange, symbols=int(self.params["symbols"]),
+                                     rate_hz=self.params["rate"],
+                                     seconds=self.params["seconds"], seed=SEED)
+            frames, _ = generate(config)
+            base = frames[0][0]
+            offsets: dict[tuple[str, int], int] = {}
+            for ns, topic, raw in frames:
+                if "rade" not in topic:   # trade / publicTrade / trades
+                    continue
+                body = json.loads(raw)
+                data = body["data"]
+                for t in data if isinstance(data, list) else [data]:
+                    symbol = (t.get("s") or t.get("instId")).lower()
+                    tid = t.get("t", t.get("i", t.get("tradeId")))
+                    offsets[(symbol, trade_key(exchange, tid))] = ns - base
+            self._offsets[exchange] = offsets
+        return self._offsets[exchange]
+
+    def clock(self, exchange: str) -> tuple[int, int]:
+        """(start ns, period ns) of ``exchange``'s shared clock (CLOCK_MONOTONIC)."""
+        if exchange not in self._clocks:
+            url = f"{self.venues[exchange].rest_url}/venue/connections"
+            with urllib.request.urlopen(url, timeout=10) as r:
+                shared = json.loads(r.read())["shared_clock"]
+            if shared is None or shared["start_ns"] is None:
+                raise RuntimeError(f"{exchange} venue: no shared clock running")
+            self._clocks[exchange] = (shared["start_ns"], shared["period_ns"])
+        return self._clocks[exchange]
+
+    def sent(self) -> int:
+        """Frames the venues have sent so far, over every connection (open or closed)."""
+        total = 0
+        for venue in self.venues.values():
+            with urllib.request.urlopen(f"{venue.rest_url}/venue/connections", timeout=10) as r:
+                info = json.loads(r.read())
+            total += sum(c["sent"] for c in info["connections"])
+            total += sum(c.get("sent", 0) for c in info["closed"])
+        return total
+
+    def intended(self, exchange: str, symbols: list[str], trade_ids: list[Any],
+                 received_ns: np.ndarray) -> np.ndarray:
+        """Intended send time of each trade (ns; 0 where the timeline has no such trade):
+        the latest pass whose due time is not after the trade's receipt."""
+        offsets = self._offsets_of(exchange)
+        start, period = self.clock(exchange)
+        off = np.array([offsets.get((s, trade_key(exchange, t)), -1)
+                        for s, t in zip(symbols, trade_ids, strict=True)], np.int64)
+        k = np.maximum((received_ns - start - off) // period, 0)
+        return np.where(off >= 0, start + k * period + off, 0)
+
+
+def engine_config(path: Path, instance: str, load: Load, redis_url: str, *,
+                  detectors: bool = True, streams: tuple[str, ...] = (),
+                  publisher: dict[str, Any] | None = None) -> None:
+    """Write the engine's config for ``load``: every exchange pointed at its venue with the
+    venue's symbols (``streams``: the feed streams, empty for all the venue serves);
+    ``publisher``: ``[publisher]`` keys over the defaults."""
+    from workers.exchanges.records import FEED_STREAMS
+
+    lines = [f'[engine]\ninstance = "{instance}"']
+    for ex in EXCHANGES:
+        lines.append(f"[exchanges.{ex}]")
+        if ex not in load.exchanges:
+            lines.append("enabled = false")
+            continue
+        wanted = [s for s in (streams or FEED_STREAMS) if not (s == "bbo" and ex != "binance")]
+        syms = ", ".join(f'{{ symbol = "{s}", market = "linear", streams = {json.dumps(wanted)} }}'
+                         for s in load.symbols[ex])
+        urls = ", ".join(f'{k} = "{v}"' for k, v in load.urls(ex).items())
+        lines += ["enabled = true", f"symbols = [{syms}]", f"urls = {{ {urls} }}"]
+        if ex == "bybit":
+            lines.append("options = { depth_levels = 50 }")
+    lines += ["[detectors]", f"enabled = {str(detectors).lower()}",
+              "[publisher]", "enabled = true", f'redis_url = "{redis_url}"']
+    lines += [f"{key} = {json.dumps(value)}" for key, value in (publisher or {}).items()]
+    lines += ["[service]", "http_port = -1"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+class EngineRun:
+    """``microstream run -c CONFIG`` as a child process; a context manager that returns once
+    the engine is ready and stops it (SIGTERM, the ordered stop) on exit. ``pids()``: the
+    supervisor and each of its children by name."""
+
+    def __init__(self, config: Path, instance: str, log: Path, ready_timeout_s: float = 240.0
+                 ) -> None:
+        self.config, self.instance, self.log_path = config, instance, log
+        self.ready_timeout_s = ready_timeout_s
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> EngineRun:
+        from engine.status import read_status
+
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "engine", "run", "-c", str(self.config)],
+            stdout=subprocess.DEVNULL, stderr=self._log, cwd=Path(__file__).resolve().parents[1])
+        deadline = time.monotonic() + self.ready_timeout_s
+        while not read_status(self.instance).ready:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.__exit__()
+                raise RuntimeError(f"engine not ready: {self.log_path.read_text()[-2000:]}")
+            time.sleep(0.2)
+        return self
+
+    def pids(self) -> dict[str, int]:
+        """name → pid of the supervisor (``supervisor``) and every child."""
+        from engine.status import read_status
+
+        assert self.proc is not None
+        return {"supervisor": self.proc.pid} | {
+            c.name: c.pid for c in read_status(self.instance).components}
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def _subscribe(path: str, seconds: float, decode_trades: bool, conn: Any) -> None:
+    """Child: ``PSUBSCRIBE *`` on a raw socket, every read stamped with ``perf_counter_ns``
+    (for intended send times) and ``time_ns`` (for the payloads' wall-clock ``ts_recv_ns``);
+    sends back message counts per event type and, with ``decode_trades``, per trade (receipt
+    ns, exchange, symbol, trade id, seq, frame receipt → this receipt ns)."""
+    import hiredis
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    sock.sendall(b"*2\r\n$10\r\nPSUBSCRIBE\r\n$1\r\n*\r\n")
+    reader = hiredis.Reader()
+    decode = msgspec.json.Decoder().decode
+    counts: dict[str, int] = {}
+    trades: list[tuple[int, str, str, Any, int, int]] = []
+    conn.send("ready")
+    clock, wall = time.perf_counter_ns, time.time_ns
+    end = clock() + int(seconds * 1e9)
+    sock.settimeout(0.2)
+    while clock() < end:
+        try:
+            data = sock.recv(1 << 18)
+        except TimeoutError:
+            continue
+        now, now_wall = clock(), wall()
+        reader.feed(data)
+        while (msg := reader.gets()) is not False:
+            if not (isinstance(msg, list) and msg[0] == b"pmessage"):
+                continue
+            kind = msg[2].rpartition(b":")[2].decode()
+            counts[kind] = counts.get(kind, 0) + 1
+            if decode_trades and kind == "trade":
+                p = decode(msg[3])
+                trades.append((now, p["exchange"], p["symbol"], p["trade_id"], p["seq"],
+                               now_wall - p["ts_recv_ns"]))
+    sock.close()
+    conn.send((counts, trades))
+
+
+class Subscriber:
+    """A Redis subscriber in its own process for ``seconds`` (see :func:`_subscribe`)."""
+
+    def __init__(self, unix_path: Path, seconds: float, decode_trades: bool = True) -> None:
+        self._conn, child = _ctx.Pipe()
+        self._proc = _ctx.Process(target=_subscribe, daemon=True,
+                                  args=(str(unix_path), seconds, decode_trades, child))
+        self._proc.start()
+        if not self._conn.poll(30) or self._conn.recv() != "ready":
+            raise RuntimeError("subscriber did not start")
+
+    def result(self) -> tuple[dict[str, int], list[tuple[int, str, str, Any, int, int]]]:
+        """Counts per event type and the trades, once its time is up."""
+        if not self._conn.poll(120):
+            raise RuntimeError("subscriber did not report")
+        counts, trades = self._conn.recv()
+        self._proc.join(10)
+        return counts, trades
+
+
+class Sampler:
+    """CPU seconds (user + system) and RSS of named processes between :meth:`start` and
+    :meth:`stop`; a process that is gone by then counts what was seen."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.cpu0: dict[str, float] = {}
+        self.cpu_s: dict[str, float] = {}
+        self.rss_mb: dict[str, float] = {}
+
+    @staticmethod
+    def _cpu(p: psutil.Process) -> float:
+        t = p.cpu_times()
+        return t.user + t.system
+
+    def start(self) -> None:
+        """Take the starting CPU times."""
+        self.cpu0 = {n: self._cpu(p) for n, p in self.procs.items()}
+
+    def stop(self) -> None:
+        """Take the final CPU times and the RSS."""
+        for name, p in self.procs.items():
+            try:
+                self.cpu_s[name] = self._cpu(p) - self.cpu0[name]
+                self.rss_mb[name] = p.memory_info().rss / 2**20
+            except psutil.NoSuchProcess:
+                self.cpu_s[name], self.rss_mb[name] = 0.0, 0.0
