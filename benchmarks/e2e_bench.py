@@ -5,7 +5,7 @@ subscriber; CPU and RSS per process.
 Run: ``.venv/bin/python benchmarks/e2e_bench.py [--rates 1000,5000,20000] [--seconds S]
 [--runs N] [--quick] [--out FILE]`` (or ``microstream bench e2e ...``).
 
-Per rate (market events per second over the three exchanges, split evenly), a fresh engine
+Per rate (frames per second sent by the three venues, split evenly), a fresh engine
 runs as its own process tree against three synthetic venues on shared clocks
 (``harness.Load``): three feed workers, the detectors and the publisher into a private
 ``redis-server``. Once it is ready and warmed up, for ``S`` seconds:
@@ -42,10 +42,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from harness import EngineRun, Load, Sampler, Subscriber, engine_config  # noqa: E402
-from report import Emitter, report_runs  # noqa: E402
+from harness import (  # noqa: E402
+    EngineRun,
+    Load,
+    Sampler,
+    Subscriber,
+    begin,
+    engine_config,
+    load_arguments,
+)
 from report import percentiles as _percentiles  # noqa: E402
-from ring_bench import jitter_once  # noqa: E402
+from report import report_runs  # noqa: E402
 
 import shm  # noqa: E402
 from engine.embedded_redis import EmbeddedRedis  # noqa: E402
@@ -53,6 +60,7 @@ from engine.status import read_status  # noqa: E402
 from workers.detectors.events import EventKind  # noqa: E402
 
 WARMUP_S = 2.0
+GRACE_S = 0.5   # trades due this close to the end are not expected at the subscriber yet
 _ON_ARRIVAL = [int(k) for k in (EventKind.WHALE_TRADE, EventKind.WHALE_BURST,
                                  EventKind.LIQUIDATION, EventKind.BOOK_CROSSED)]
 _ctx = mp.get_context("spawn")
@@ -69,14 +77,15 @@ def _follow(readers: dict[tuple[int, str], Any], out: dict[tuple[int, str], list
             out[key].append(batch)
 
 
-def one_run(rate: float, seconds: float) -> dict[str, tuple[float, str]]:
-    """One engine at ``rate`` events/s; metric → (value, unit)."""
+def one_run(rate: float, seconds: float, overrides: dict[str, dict[str, Any]] | None = None
+            ) -> dict[str, tuple[float, str]]:
+    """One engine at ``rate`` frames/s from the venues; metric → (value, unit)."""
     instance = "bench" + uuid.uuid4().hex[:6]
     timeline = WARMUP_S + seconds + 30.0   # startup included; looped past its end anyway
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "r") as redis, \
             Load(rate, timeline) as load:
         cfg = Path(tmp) / "config.toml"
-        engine_config(cfg, instance, load, redis.url)
+        engine_config(cfg, instance, load, redis.url, overrides=overrides)
         with EngineRun(cfg, instance, Path(tmp) / "run.log") as engine:
             return _measure(instance, redis, load, engine, seconds)
 
@@ -90,6 +99,7 @@ def _measure(instance: str, redis: EmbeddedRedis, load: Load, engine: EngineRun,
     readers[(0, "events")] = shm.Reader.attach("detectors", "events", instance)
     got: dict[tuple[int, str], list[np.ndarray]] = {k: [] for k in readers}
     sub = Subscriber(redis.socket_path, seconds)
+    window = (time.perf_counter_ns(), time.perf_counter_ns() + int((seconds - GRACE_S) * 1e9))
     st0 = read_status(instance)
     pids = engine.pids()
     pids["redis"] = redis.process.pid
@@ -116,7 +126,7 @@ def _measure(instance: str, redis: EmbeddedRedis, load: Load, engine: EngineRun,
     ingest = np.concatenate([t["ts_commit_ns"] - t["ts_mono_ns"] for t in trades.values()])
     for key, value in _percentiles(ingest).items():
         out[f"frame_to_commit_{key}"] = (value, "us")
-    out.update(subscriber_latency(load, received))
+    out.update(subscriber_latency(load, received, window))
     # commit → subscriber: each received trade joined to its ring record by (exchange, seq)
     tail = []
     for ex_name in load.exchanges:
@@ -144,12 +154,14 @@ def _measure(instance: str, redis: EmbeddedRedis, load: Load, engine: EngineRun,
     return out
 
 
-def subscriber_latency(load: Load, received: list[tuple[Any, ...]]
+def subscriber_latency(load: Load, received: list[tuple[Any, ...]], window: tuple[int, int]
                        ) -> dict[str, tuple[float, str]]:
     """Trades received by the subscriber: intended send → subscriber (from the venue's
-    clock) and frame receipt (the payload's wall-clock ``ts_recv_ns``) → subscriber, in µs."""
+    clock) and frame receipt (the payload's wall-clock ``ts_recv_ns``) → subscriber, in µs;
+    ``trades_delivered``: the fraction of the trades due in ``window`` (perf_counter_ns; its
+    end a grace period before the subscriber stopped) that arrived, 1.0 when it keeps up."""
     out: dict[str, tuple[float, str]] = {}
-    intended, frame = [], []
+    intended, frame, due_all = [], [], []
     for ex_name in load.exchanges:
         mine = [r for r in received if r[1] == ex_name]
         if not mine:
@@ -157,8 +169,13 @@ def subscriber_latency(load: Load, received: list[tuple[Any, ...]]
         recv = np.array([r[0] for r in mine], np.int64)
         due = load.intended(ex_name, [r[2] for r in mine], [r[3] for r in mine], recv)
         intended.append((recv - due)[due > 0])
+        due_all.append(due)
         frame.append(np.array([r[5] for r in mine], np.int64))
     out["trades_joined"] = (float(sum(len(i) for i in intended)), "count")
+    due = np.concatenate(due_all) if due_all else np.zeros(0, np.int64)
+    expected = load.due_between(*window)
+    got = int(np.count_nonzero((due >= window[0]) & (due < window[1])))
+    out["trades_delivered"] = (got / expected if expected else float("nan"), "fraction")
     for name, parts in (("intended_to_subscriber", intended), ("frame_to_subscriber", frame)):
         for key, value in _percentiles(np.concatenate(parts) if parts
                                        else np.zeros(0)).items():
@@ -182,25 +199,15 @@ def cost(sampler: Sampler, messages: int, exclude: tuple[str, ...] = ()
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rates", default="1000,5000,20000",
-                        help="market events/s over the three exchanges, comma-separated")
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds (10)")
-    parser.add_argument("--runs", type=int, default=3, help="runs per rate (3)")
-    parser.add_argument("--quick", action="store_true", help="smoke test: 500/s, 2 s, 1 run")
-    parser.add_argument("--out", help="also write the JSON lines to this file")
-    parser.add_argument("--plot", help="draw latency and throughput into this PNG")
+    load_arguments(parser, "500/s, 2 s, 1 run")
     args = parser.parse_args(argv)
-    rates = [500.0] if args.quick else [float(r) for r in args.rates.split(",")]
-    seconds, runs = (2.0, 1) if args.quick else (args.seconds, args.runs)
-    emit = Emitter(suite="e2e")
-    emit.env()
-    report_runs(emit, "jitter", [jitter_once(min(seconds, 2.0), None)])
+    rates, seconds, runs, overrides, emit = begin(parser, args, "e2e", 500.0)
     try:
         for rate in rates:
             results = []
             for i in range(runs):
                 print(f"e2e_bench: {rate:g}/s run {i + 1}/{runs}", file=sys.stderr, flush=True)
-                results.append(one_run(rate, seconds))
+                results.append(one_run(rate, seconds, overrides))
             report_runs(emit, f"rate_{int(rate)}", results, rate=rate, seconds=seconds)
     finally:
         emit.finish(args.out, args.plot)

@@ -32,8 +32,19 @@ from workers.exchanges.bybit_wire import trade_id as bybit_trade_id
 from workers.venue import SyntheticConfig, generate, start_venue
 from workers.venue.synthetic import synthetic_symbols
 
-__all__ = ["EXCHANGES", "EngineRun", "Load", "Sampler", "Subscriber", "engine_config",
-           "trade_key"]
+__all__ = [
+    "EXCHANGES",
+    "EngineRun",
+    "Load",
+    "Sampler",
+    "Subscriber",
+    "begin",
+    "engine_config",
+    "frames_per_event",
+    "load_arguments",
+    "parse_overrides",
+    "trade_key",
+]
 
 EXCHANGES = ("binance", "bybit", "okx")
 SEED = 7
@@ -55,17 +66,28 @@ def trade_key(exchange: str, trade_id: Any) -> int:
     return int(trade_id)
 
 
+def frames_per_event(exchange: str, symbols: int) -> float:
+    """Frames a synthetic market of ``exchange`` sends per market event (a Binance book step
+    is a depth and a bookTicker frame; a Bybit trade frame carries every fill; second ticks)."""
+    seconds, rate = 5.0, 1_000.0
+    frames, _ = generate(SyntheticConfig(exchange=exchange, symbols=symbols, rate_hz=rate,
+                                         seconds=seconds, seed=SEED))
+    return len(frames) / (rate * seconds)
+
+
 class Load:
-    """Three synthetic venues (``rate`` market events/s in all, split evenly), looped on a
-    shared clock, or in flood mode; a context manager. ``symbols`` per exchange, the venues'
-    URLs, and each trade's intended send time (:meth:`intended`)."""
+    """Three synthetic venues sending ``rate`` frames/s in all (split evenly; each venue's
+    market event rate calibrated by :func:`frames_per_event`), looped on a shared clock, or in
+    flood mode; a context manager. ``symbols`` per exchange, the venues' URLs, and each
+    trade's intended send time (:meth:`intended`)."""
 
     def __init__(self, rate: float, timeline_s: float, symbols: int = 2, flood: bool = False,
                  exchanges: Iterable[str] = EXCHANGES) -> None:
         self.exchanges = tuple(exchanges)
         self.flood = flood
-        self.params = {"symbols": symbols, "rate": rate / len(self.exchanges),
-                       "seconds": timeline_s, "seed": SEED}
+        share = rate / len(self.exchanges)
+        self.params = {ex: {"symbols": symbols, "rate": share / frames_per_event(ex, symbols),
+                            "seconds": timeline_s, "seed": SEED} for ex in self.exchanges}
         self.symbols = {ex: synthetic_symbols(ex, symbols) for ex in self.exchanges}
         self.venues: dict[str, Any] = {}
         self._offsets: dict[str, dict[tuple[str, int], int]] = {}
@@ -74,7 +96,7 @@ class Load:
     def __enter__(self) -> Load:
         try:
             for ex in self.exchanges:
-                self.venues[ex] = start_venue(ex, [], synthetic=self.params, loop=True,
+                self.venues[ex] = start_venue(ex, [], synthetic=self.params[ex], loop=True,
                                               shared_clock=not self.flood, flood=self.flood)
         except BaseException:
             self.stop()
@@ -106,9 +128,10 @@ class Load:
     def _offsets_of(self, exchange: str) -> dict[tuple[str, int], int]:
         """(lowercase symbol, trade id) → ns from the timeline's start, as the venue has it."""
         if exchange not in self._offsets:
-            config = SyntheticConfig(exchange=exchange, symbols=int(self.params["symbols"]),
-                                     rate_hz=self.params["rate"],
-                                     seconds=self.params["seconds"], seed=SEED)
+            params = self.params[exchange]
+            config = SyntheticConfig(exchange=exchange, symbols=int(params["symbols"]),
+                                     rate_hz=params["rate"], seconds=params["seconds"],
+                                     seed=SEED)
             frames, _ = generate(config)
             base = frames[0][0]
             offsets: dict[tuple[str, int], int] = {}
@@ -145,6 +168,20 @@ class Load:
             total += sum(c.get("sent", 0) for c in info["closed"])
         return total
 
+    def due_between(self, t0_ns: int, t1_ns: int) -> int:
+        """Trades of the symbols' timelines due in ``[t0_ns, t1_ns)`` (every pass of the
+        shared clocks), over the venues: what a pipeline that keeps up delivers for them."""
+        total = 0
+        for ex in self.exchanges:
+            offsets = np.sort(np.fromiter(self._offsets_of(ex).values(), np.int64))
+            start, period = self.clock(ex)
+            k0 = max((t0_ns - start) // period, 0)
+            for k in range(k0, (t1_ns - start) // period + 1):
+                base = start + k * period
+                total += int(np.searchsorted(offsets, t1_ns - base)
+                             - np.searchsorted(offsets, t0_ns - base))
+        return total
+
     def intended(self, exchange: str, symbols: list[str], trade_ids: list[Any],
                  received_ns: np.ndarray) -> np.ndarray:
         """Intended send time of each trade (ns; 0 where the timeline has no such trade):
@@ -159,10 +196,12 @@ class Load:
 
 def engine_config(path: Path, instance: str, load: Load, redis_url: str, *,
                   detectors: bool = True, streams: tuple[str, ...] = (),
-                  publisher: dict[str, Any] | None = None) -> None:
+                  publisher: dict[str, Any] | None = None,
+                  overrides: dict[str, dict[str, Any]] | None = None) -> None:
     """Write the engine's config for ``load``: every exchange pointed at its venue with the
     venue's symbols (``streams``: the feed streams, empty for all the venue serves);
-    ``publisher``: ``[publisher]`` keys over the defaults."""
+    ``publisher``: ``[publisher]`` keys over the defaults; ``overrides``: section → keys
+    (``detectors``, ``publisher``, ``exchanges.binance``, ...) over everything else."""
     from workers.exchanges.records import FEED_STREAMS
 
     lines = [f'[engine]\ninstance = "{instance}"']
@@ -178,11 +217,69 @@ def engine_config(path: Path, instance: str, load: Load, redis_url: str, *,
         lines += ["enabled = true", f"symbols = [{syms}]", f"urls = {{ {urls} }}"]
         if ex == "bybit":
             lines.append("options = { depth_levels = 50 }")
-    lines += ["[detectors]", f"enabled = {str(detectors).lower()}",
-              "[publisher]", "enabled = true", f'redis_url = "{redis_url}"']
-    lines += [f"{key} = {json.dumps(value)}" for key, value in (publisher or {}).items()]
-    lines += ["[service]", "http_port = -1"]
+        lines += [f"{k} = {json.dumps(v)}" for k, v in (overrides or {}).get(
+            f"exchanges.{ex}", {}).items()]
+    sections = {"detectors": {"enabled": detectors},
+                "publisher": {"enabled": True, "redis_url": redis_url, **(publisher or {})},
+                "service": {"http_port": -1}}
+    for name, keys in (overrides or {}).items():
+        if not name.startswith("exchanges."):
+            sections.setdefault(name, {}).update(keys)
+    for name, keys in sections.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in keys.items()]
     path.write_text("\n".join(lines) + "\n")
+
+
+def load_arguments(parser: Any, quick: str) -> None:
+    """The options the suites driving a :class:`Load` share: ``--rates``, ``--seconds``,
+    ``--runs``, ``--quick`` (described by ``quick``), ``--set``, ``--out``, ``--plot``."""
+    parser.add_argument("--rates", default="1000,5000,20000",
+                        help="frames/s sent by the three venues in all, comma-separated")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds (10)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per point (3)")
+    parser.add_argument("--quick", action="store_true", help=f"smoke test: {quick}")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="engine config over the defaults, e.g. publisher.spin_us=0")
+    parser.add_argument("--out", help="also write the JSON lines to this file")
+    parser.add_argument("--plot", help="draw latency and throughput into this PNG")
+
+
+def begin(parser: Any, args: Any, suite: str, quick_rate: float
+          ) -> tuple[list[float], float, int, dict[str, dict[str, Any]], Any]:
+    """The start of a suite run from :func:`load_arguments`' options: (rates, seconds, runs,
+    config overrides, the :class:`report.Emitter` with the environment and a jitter baseline
+    already reported)."""
+    from report import Emitter, report_runs
+    from ring_bench import jitter_once
+
+    rates = [quick_rate] if args.quick else [float(r) for r in args.rates.split(",")]
+    seconds, runs = (2.0, 1) if args.quick else (args.seconds, args.runs)
+    try:
+        overrides = parse_overrides(args.set)
+    except ValueError as exc:
+        parser.error(str(exc))
+    emit = Emitter(suite=suite)
+    emit.env(config_overrides=args.set)
+    report_runs(emit, "jitter", [jitter_once(min(seconds, 2.0), None)])
+    return rates, seconds, runs, overrides, emit
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``--set SECTION.KEY=VALUE`` options (VALUE in TOML/JSON syntax, else a string) as
+    :func:`engine_config`'s ``overrides``."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        target, sep, raw = item.partition("=")
+        section, _, key = target.rpartition(".")
+        if not sep or not section or not key:
+            raise ValueError(f"--set {item!r}: expected SECTION.KEY=VALUE")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        out.setdefault(section, {})[key] = value
+    return out
 
 
 class EngineRun:

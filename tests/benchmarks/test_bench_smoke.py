@@ -87,12 +87,72 @@ def test_e2e_bench_quick_joins_trades_to_the_redis_subscriber() -> None:
     by = {(d["case"], d["metric"]): d["value"] for d in lines}
     env = next(d for d in lines if d["case"] == "env")
     assert env["redis_server"] != "absent" and env["picows"] != "absent"
-    assert by[("rate_500", "frames_per_s")] > 0 and by[("rate_500", "joined_trades")] > 0
-    for stage in ("frame_to_commit", "commit_to_subscriber", "frame_to_subscriber"):
+    assert by[("rate_500", "frames_per_s")] > 0 and by[("rate_500", "trades_joined")] > 0
+    for stage in ("frame_to_commit", "commit_to_subscriber", "frame_to_subscriber",
+                  "intended_to_subscriber"):
         p50, p99 = by[("rate_500", f"{stage}_p50")], by[("rate_500", f"{stage}_p99")]
         assert 0 < p50 <= p99 <= by[("rate_500", f"{stage}_max")], stage
     # a trade reaches the subscriber after its own commit, which follows its frame
     assert by[("rate_500", "frame_to_subscriber_p50")] > by[("rate_500", "frame_to_commit_p50")]
-    assert by[("rate_500", "cpu_us_per_frame_all")] > 0
+    # the intended send time comes before the frame is received
+    assert by[("rate_500", "intended_to_subscriber_p50")] > \
+        by[("rate_500", "frame_to_subscriber_p50")]
+    assert by[("rate_500", "cpu_us_per_message_all")] > 0
     assert by[("jitter", "gaps_per_s")] >= 0
     assert not [i for i in shm.list_segments() if i.instance.startswith("bench")]
+
+
+def test_compare_bench_quick_runs_both_pipelines_and_plots(tmp_path: Path) -> None:
+    png, out_file = tmp_path / "compare.png", tmp_path / "compare.jsonl"
+    out = subprocess.run([sys.executable, "-m", "engine", "bench", "compare", "--quick",
+                          "--out", str(out_file), "--plot", str(png)], cwd=REPO,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [json.loads(line) for line in out_file.read_text().splitlines()] == lines
+    by = {(d["case"], d["metric"]): d["value"] for d in lines}
+    for pipeline in ("engine", "naive"):
+        case = f"{pipeline}@300"
+        assert by[(case, "trades_joined")] > 0, case
+        assert by[(case, "frames_per_s")] > 0 and by[(case, "cpu_us_per_frame")] > 0, case
+        for stage in ("intended_to_subscriber", "frame_to_subscriber"):
+            assert 0 < by[(case, f"{stage}_p50")] <= by[(case, f"{stage}_p99")], (case, stage)
+        assert 0 < by[(case, "trades_delivered")] <= 1.0
+        # the engine may shed under flood (its breaker); it still ingests
+        assert by[(f"{pipeline}@flood", "frames_per_s")] > 0
+        assert by[("throughput", f"sustained_frames_per_s[{pipeline}]")] in (0, 300)
+    for metric in ("p99_div", "cpu_div"):
+        assert by[("ratio@300", metric)] > 0
+    assert by[("ratio@flood", "ingest_x")] > 0
+    assert by[("naive@flood", "redis_messages_per_s")] > 0
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+    assert not [i for i in shm.list_segments() if i.instance.startswith("bench")]
+
+
+def test_report_table_groups_stages_per_case() -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from report import table
+
+    rows = [{"suite": "x", "case": "c", "metric": f"frame_to_commit_{q}", "value": v,
+             "unit": "us"} for q, v in (("p50", 1.5), ("p99", 20.0), ("p99_9", 30.0),
+                                        ("max", 45.0))]
+    rows.append({"suite": "x", "case": "c", "metric": "frames_per_s", "value": 1234,
+                 "unit": "1/s"})
+    text = table(rows).splitlines()
+    stage = next(line for line in text if "frame_to_commit" in line).split()
+    assert stage == ["frame_to_commit", "(us)", "1.5", "20", "30", "45"]
+    assert any(line.split() == ["frames_per_s", "1,234", "1/s"] for line in text)
+
+
+def test_emitter_prints_a_table_instead_of_json_on_a_terminal(capsys, tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from report import Emitter
+
+    for tty in (True, False):
+        emit = Emitter("x", tty=tty)
+        emit("case", "throughput", 5, "1/s")
+        emit.finish(str(tmp_path / "out.jsonl"))
+        printed = capsys.readouterr().out
+        assert (tmp_path / "out.jsonl").read_text().strip() == emit.lines[0]
+        assert printed.startswith("{") != tty
+        assert ("throughput" in printed) and (("\ncase" in printed) == tty)

@@ -63,11 +63,14 @@ from .protocol import Session, VenueProtocolError, open_session
 from .recording import load_recording
 from .rest import RestApi, find_depth_snapshots
 from .synthetic import SyntheticConfig, generate
+from .timer import DeadlineTimer
+from .timer import available as timer_available
 
 __all__ = ["Venue", "VenueConfig"]
 
 log = logging.getLogger("microstream.venue")
 _BATCH_FRAMES = 64  # frames per transport write in flood mode
+_TIMERFD = timer_available()  # paced replay wakes on a timerfd (else: ms timer + spin)
 _MIN_PERIOD_NS = 50_000_000  # shared clock + loop: a pass lasts at least this long (no busy loop)
 
 
@@ -311,6 +314,7 @@ class _Connection(WSListener):
         self._added: set[str] = set()
         self._upto: dict[str, int] = {}
         self._waker: asyncio.Future[None] | None = None
+        self._timer: DeadlineTimer | None = None   # paced replay's wake-up (timer.py)
         self._subscribed = asyncio.Event()
         self._writable = asyncio.Event()
         self._writable.set()
@@ -356,8 +360,11 @@ class _Connection(WSListener):
         for topic in topics - before:
             self._joined[topic] = now
             self._added.add(topic)
-        if self._waker is not None and topics - before:
-            _release(self._waker)
+        if topics - before:
+            if self._waker is not None:
+                _release(self._waker)
+            if self._timer is not None:
+                self._timer.wake()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.close()
@@ -374,6 +381,9 @@ class _Connection(WSListener):
     def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
         if self._transport is not None:
             self._transport.disconnect()
 
@@ -472,8 +482,7 @@ class _Connection(WSListener):
                     # closer than that would otherwise starve acks, pings, REST and every other
                     # connection for the whole timeline. The spin then keeps "never early".
                     self.position = i - 1
-                    delay = max(0.0, (due - clock()) / 1e9 - 0.001)
-                    await (self._nap(delay) if shared else asyncio.sleep(delay))
+                    await self._sleep_until(due, shared)
                     if not subscribed:  # hold here, not skip the rest: a subscription may follow
                         await self._subscribed.wait()
                         resume = clock()
@@ -481,8 +490,9 @@ class _Connection(WSListener):
                         return self._rewind(start, i, held)
                     if topic not in subscribed or due < resume:  # changed meanwhile
                         continue
-                    while clock() < due:
-                        pass
+                    while clock() < due:   # woken early, or the fallback's last ms (spin)
+                        if self._timer is not None:
+                            await self._timer.wait_until(due)
             if pending and topic in pending:
                 # (re)subscribed mid-replay: the book first, and no delta before it
                 snapshot = venue.topic_books.snapshot_for(i)
@@ -559,6 +569,19 @@ class _Connection(WSListener):
         if not new:
             return i
         return min(i, self.venue.first_due(start, min(self._joined[t] for t in new)))
+
+    async def _sleep_until(self, due: int, shared: bool) -> None:
+        """Until frame time ``due`` (perf_counter_ns): a timerfd wake-up at ``due`` where
+        there is one (``timer.py``: no spinning), else the loop's ms timer until 1 ms before
+        it (the caller spins the rest). Always at least one event-loop pass. Shared clock: a
+        subscription ends it early (see _joined_now)."""
+        if self._timer is None and _TIMERFD:
+            self._timer = DeadlineTimer()
+        if self._timer is None:
+            delay = max(0.0, (due - time.perf_counter_ns()) / 1e9 - 0.001)
+            await (self._nap(delay) if shared else asyncio.sleep(delay))
+        else:
+            await self._timer.wait_until(due)
 
     async def _nap(self, seconds: float) -> None:
         """``asyncio.sleep`` that a subscription ends early (shared clock, see _joined_now)."""
