@@ -30,8 +30,11 @@ Cases, per pipeline (``engine@R``, ``naive@R``) and their ratios (``ratio@R``):
   part ways; the naive pipeline reads only as fast as it publishes.
 
 Cost: CPU µs per frame over the pipeline's processes and Redis (not the venues, which are the
-load), and RSS. ``p99_div`` = naive ÷ engine intended → subscriber p99, ``cpu_div`` = naive ÷
-engine CPU per frame.
+load), and memory (PSS summed over the processes). ``frame_to_subscriber`` starts at each
+pipeline's own receipt stamp: the engine's at ``on_ws_frame`` entry, the naive pipeline's when
+a frame leaves the ``websockets`` queue (its wait in that queue is left out): compare the two
+pipelines on intended → subscriber. ``p99_div`` = naive ÷ engine intended → subscriber p99,
+``cpu_div`` = naive ÷ engine CPU per frame.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import harness  # noqa: E402
 from e2e_bench import GRACE_S, cost, subscriber_latency  # noqa: E402
-from report import report_runs  # noqa: E402
+from report import nan_median, report_runs  # noqa: E402
 
 from engine.embedded_redis import EmbeddedRedis  # noqa: E402
 
@@ -66,30 +69,43 @@ Metrics = dict[str, tuple[float, str]]
 
 
 def _naive_child(venues: dict[str, tuple[str, str]], symbols: dict[str, list[str]],
-                 redis_url: str, seconds: float, conn: Any) -> None:
+                 redis_url: str, conn: Any) -> None:
+    """Child: the naive pipeline until the parent says "stop" (once its measurement is
+    over: a fixed duration could end before the parent's window does)."""
     import asyncio
+    import threading
 
     from naive_pipeline import run
 
-    counters = asyncio.run(run(venues, symbols, redis_url, seconds,
-                               ready=lambda: conn.send("ready")))
-    conn.send(counters)
+    async def main() -> dict[str, Any]:
+        loop, stop = asyncio.get_running_loop(), asyncio.Event()
+
+        def wait_for_parent() -> None:
+            conn.recv()
+            loop.call_soon_threadsafe(stop.set)
+
+        threading.Thread(target=wait_for_parent, daemon=True).start()
+        return await run(venues, symbols, redis_url, 3600.0,
+                         ready=lambda: conn.send("ready"), stop=stop)
+
+    conn.send(asyncio.run(main()))
 
 
 @contextmanager
-def _naive(load: harness.Load, redis: EmbeddedRedis, seconds: float) -> Iterator[dict[str, int]]:
-    """The naive pipeline in its own process for ``seconds``; yields its pids once it is
-    subscribed everywhere."""
+def _naive(load: harness.Load, redis: EmbeddedRedis) -> Iterator[dict[str, int]]:
+    """The naive pipeline in its own process; yields its pids once it is subscribed
+    everywhere, stops it when the block ends."""
     parent, child = _ctx.Pipe()
     proc = _ctx.Process(target=_naive_child, daemon=True, args=(
-        load.endpoints(), load.symbols, redis.url, seconds, child))
+        load.endpoints(), load.symbols, redis.url, child))
     proc.start()
     try:
         if not parent.poll(60) or parent.recv() != "ready":
             raise RuntimeError("naive pipeline did not subscribe")
         yield {"naive": proc.pid}
-        if not parent.poll(seconds + 60):
-            raise RuntimeError("naive pipeline did not finish")
+        parent.send("stop")
+        if not parent.poll(60):
+            raise RuntimeError("naive pipeline did not stop")
         counters = parent.recv()
         if counters.get("malformed") or counters.get("checksum_failures"):
             print(f"compare_bench: naive pipeline counters {counters}", file=sys.stderr)
@@ -120,7 +136,7 @@ def one_run(pipeline: str, rate: float | None, seconds: float,
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "r") as redis, \
             harness.Load(rate or FLOOD_RATE, timeline, flood=flood) as load:
         start = (_engine(load, redis, Path(tmp), overrides) if pipeline == "engine"
-                 else _naive(load, redis, WARMUP_S + seconds + 2.0))
+                 else _naive(load, redis))
         with start as pids:
             time.sleep(WARMUP_S)
             sub = harness.Subscriber(redis.socket_path, seconds, decode_trades=not flood)
@@ -141,14 +157,13 @@ def one_run(pipeline: str, rate: float | None, seconds: float,
             out.update(subscriber_latency(load, trades, window))
         used = cost(sampler, frames)
         out["cpu_us_per_frame"] = used.pop("cpu_us_per_message_all")
-        out["rss_mb_total"] = (sum(v for k, (v, _) in used.items() if k.startswith("rss")),
+        out["pss_mb_total"] = (sum(v for k, (v, _) in used.items() if k.startswith("pss")),
                                "MiB")
         return out
 
 
 def _median(runs: list[Metrics], metric: str) -> float:
-    values = sorted(run[metric][0] for run in runs)
-    return values[len(values) // 2]
+    return nan_median([run[metric][0] for run in runs if metric in run])
 
 
 def ratios(engine: list[Metrics], naive: list[Metrics], flood: bool) -> Metrics:

@@ -162,10 +162,8 @@ def subscriber_latency(load: Load, received: list[tuple[Any, ...]], window: tupl
     end a grace period before the subscriber stopped) that arrived, 1.0 when it keeps up."""
     out: dict[str, tuple[float, str]] = {}
     intended, frame, due_all = [], [], []
-    for ex_name in load.exchanges:
-        mine = [r for r in received if r[1] == ex_name]
-        if not mine:
-            continue
+    for mine in _by_exchange(load, received):
+        ex_name = mine[0][1]
         recv = np.array([r[0] for r in mine], np.int64)
         due = load.intended(ex_name, [r[2] for r in mine], [r[3] for r in mine], recv)
         intended.append((recv - due)[due > 0])
@@ -174,7 +172,11 @@ def subscriber_latency(load: Load, received: list[tuple[Any, ...]], window: tupl
     out["trades_joined"] = (float(sum(len(i) for i in intended)), "count")
     due = np.concatenate(due_all) if due_all else np.zeros(0, np.int64)
     expected = load.due_between(*window)
-    got = int(np.count_nonzero((due >= window[0]) & (due < window[1])))
+    # unique (exchange, due time, trade) only: at-least-once re-sends must not hide a loss
+    keys = {(r[1], d, r[3]) for part, d_part in zip(_by_exchange(load, received), due_all,
+                                                    strict=True)
+            for r, d in zip(part, d_part.tolist(), strict=True) if window[0] <= d < window[1]}
+    got = len(keys)
     out["trades_delivered"] = (got / expected if expected else float("nan"), "fraction")
     for name, parts in (("intended_to_subscriber", intended), ("frame_to_subscriber", frame)):
         for key, value in _percentiles(np.concatenate(parts) if parts
@@ -183,16 +185,22 @@ def subscriber_latency(load: Load, received: list[tuple[Any, ...]], window: tupl
     return out
 
 
+def _by_exchange(load: Load, received: list[tuple[Any, ...]]) -> list[list[tuple[Any, ...]]]:
+    """The received trades per exchange (exchanges with none left out)."""
+    parts = [[r for r in received if r[1] == ex] for ex in load.exchanges]
+    return [p for p in parts if p]
+
+
 def cost(sampler: Sampler, messages: int, exclude: tuple[str, ...] = ()
          ) -> dict[str, tuple[float, str]]:
-    """CPU seconds per million messages and RSS per process, and CPU µs per message over all
-    processes but ``exclude`` (their own CPU is still reported)."""
+    """CPU seconds per million messages and memory (PSS) per process, and CPU µs per message
+    over all processes but ``exclude`` (their own CPU is still reported)."""
     out: dict[str, tuple[float, str]] = {}
     total = 0.0
     for name, used in sampler.cpu_s.items():
         total += used if name not in exclude else 0.0
         out[f"cpu_s_per_million[{name}]"] = (used / max(messages, 1) * 1e6, "s")
-        out[f"rss_mb[{name}]"] = (sampler.rss_mb[name], "MiB")
+        out[f"pss_mb[{name}]"] = (sampler.pss_mb[name], "MiB")
     out["cpu_us_per_message_all"] = (total / max(messages, 1) * 1e6, "us")
     return out
 

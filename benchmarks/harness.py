@@ -350,6 +350,9 @@ def _subscribe(path: str, seconds: float, decode_trades: bool, conn: Any) -> Non
             data = sock.recv(1 << 18)
         except TimeoutError:
             continue
+        if not data:   # Redis dropped us (e.g. past its pub/sub output buffer limit)
+            counts["subscriber_disconnected"] = 1
+            break
         now, now_wall = clock(), wall()
         reader.feed(data)
         while (msg := reader.gets()) is not False:
@@ -386,14 +389,17 @@ class Subscriber:
 
 
 class Sampler:
-    """CPU seconds (user + system) and RSS of named processes between :meth:`start` and
-    :meth:`stop`; a process that is gone by then counts what was seen."""
+    """CPU seconds (user + system) and memory (PSS: shared pages such as the bus's rings
+    split between the processes mapping them, so a sum over processes is right) of named
+    processes between :meth:`start` and :meth:`stop`; a process gone by then counts 0 and is
+    listed in ``gone``."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
         self.cpu0: dict[str, float] = {}
         self.cpu_s: dict[str, float] = {}
-        self.rss_mb: dict[str, float] = {}
+        self.pss_mb: dict[str, float] = {}
+        self.gone: list[str] = []
 
     @staticmethod
     def _cpu(p: psutil.Process) -> float:
@@ -409,6 +415,7 @@ class Sampler:
         for name, p in self.procs.items():
             try:
                 self.cpu_s[name] = self._cpu(p) - self.cpu0[name]
-                self.rss_mb[name] = p.memory_info().rss / 2**20
+                self.pss_mb[name] = p.memory_full_info().pss / 2**20
             except psutil.NoSuchProcess:
-                self.cpu_s[name], self.rss_mb[name] = 0.0, 0.0
+                self.cpu_s[name], self.pss_mb[name] = 0.0, 0.0
+                self.gone.append(name)

@@ -351,9 +351,9 @@ FEEDS: dict[str, type[Feed]] = {"binance": BinanceFeed, "bybit": BybitFeed, "okx
 
 
 async def run(venues: dict[str, tuple[str, str]], symbols: dict[str, list[str]],
-              redis_url: str, seconds: float, ready: Callable[[], None] | None = None
-              ) -> dict[str, Any]:
-    """Run the pipeline for ``seconds`` and return its counters.
+              redis_url: str, seconds: float, ready: Callable[[], None] | None = None,
+              stop: asyncio.Event | None = None) -> dict[str, Any]:
+    """Run the pipeline for ``seconds`` (or until ``stop`` is set) and return its counters.
 
     ``venues``: exchange → (WebSocket base URL, REST base URL); ``symbols``: exchange → its
     exchange-native symbols; ``redis_url``: ``redis://host:port/db`` or ``unix:///path``.
@@ -377,10 +377,14 @@ async def run(venues: dict[str, tuple[str, str]], symbols: dict[str, list[str]],
     tasks = [asyncio.create_task(f.run(lambda n=f.name: subscribed(n))) for f in feeds]
     try:
         await client.ping()
-        done, _ = await asyncio.wait(tasks, timeout=seconds,
-                                     return_when=asyncio.FIRST_EXCEPTION)
+        stopper = asyncio.create_task(stop.wait()) if stop is not None else None
+        done, _ = await asyncio.wait(tasks + ([stopper] if stopper else []), timeout=seconds,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if stopper is not None:
+            stopper.cancel()
         for task in done:
-            task.result()  # a feed only ends by raising (e.g. Redis gone): raise it here
+            if task is not stopper:
+                task.result()  # a feed only ends by raising (e.g. Redis gone): raise it here
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     finally:
         await asyncio.gather(*(f.stop() for f in feeds), return_exceptions=True)

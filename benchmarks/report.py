@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["QUANTILES", "Emitter", "percentiles", "plot", "report_runs", "table"]
+__all__ = ["QUANTILES", "Emitter", "nan_median", "percentiles", "plot", "report_runs",
+           "table"]
 
 QUANTILES = ("p50", "p99", "p99_9", "max")   # the latency suffixes, in table order
 _THROUGHPUT_UNITS = ("1/s", "frames/s", "records/s", "msg/s", "messages/s", "trades/s")
@@ -34,7 +35,9 @@ def percentiles(lat_ns: np.ndarray) -> dict[str, float]:
     return {"p50": p50, "p99": p99, "p99_9": p999, "max": float(np.max(lat_ns)) / 1000}
 
 
-def _num(x: float) -> float | int:
+def _num(x: float) -> float | int | None:
+    if x != x:
+        return None   # NaN: JSON null (strict JSON has no NaN)
     return int(x) if float(x).is_integer() else round(x, 3)
 
 
@@ -63,6 +66,8 @@ class Emitter:
         return [json.dumps(row) for row in self.rows]
 
     def __call__(self, case: str, metric: str, value: Any, unit: str, **extra: Any) -> None:
+        if isinstance(value, float) and value != value:
+            value = None   # NaN: JSON null
         row = {"bench": self.suite, "suite": self.suite, "case": case, "metric": metric,
                "value": value, "unit": unit} | extra
         self.rows.append(row)
@@ -108,13 +113,23 @@ class Emitter:
              **versions, **extra)
 
 
+def nan_median(values: list[float]) -> float:
+    """The median of the values that are numbers (NaN: a run without that measurement);
+    NaN if there are none."""
+    kept = [float(v) for v in values if v == v]
+    return statistics.median(kept) if kept else float("nan")
+
+
 def report_runs(emit: Emitter, case: str, runs: list[dict[str, tuple[float, str]]],
                 **extra: Any) -> None:
-    """Per metric: median over runs as value, min/max over runs as extra keys."""
-    for metric, (_, unit) in runs[0].items():
-        values = [float(run[metric][0]) for run in runs]
-        emit(case, metric, _num(statistics.median(values)), unit, min=_num(min(values)),
-             max=_num(max(values)), runs=len(runs), **extra)
+    """Per metric of any run: the median over the runs that have it as value, min/max over
+    them as extra keys, and how many runs had it."""
+    units = {metric: unit for run in runs for metric, (_, unit) in run.items()}
+    for metric, unit in units.items():
+        values = [float(run[metric][0]) for run in runs if metric in run]
+        values = [v for v in values if v == v] or [float("nan")]
+        emit(case, metric, _num(nan_median(values)), unit, min=_num(min(values)),
+             max=_num(max(values)), runs=len(values), **extra)
 
 
 def _split(metric: str) -> tuple[str, str | None]:

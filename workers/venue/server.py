@@ -315,6 +315,7 @@ class _Connection(WSListener):
         self._upto: dict[str, int] = {}
         self._waker: asyncio.Future[None] | None = None
         self._timer: DeadlineTimer | None = None   # paced replay's wake-up (timer.py)
+        self._timer_failed = False
         self._subscribed = asyncio.Event()
         self._writable = asyncio.Event()
         self._writable.set()
@@ -493,6 +494,8 @@ class _Connection(WSListener):
                     while clock() < due:   # woken early, or the fallback's last ms (spin)
                         if self._timer is not None:
                             await self._timer.wait_until(due)
+                    if topic not in subscribed:   # unsubscribed during that wait
+                        continue
             if pending and topic in pending:
                 # (re)subscribed mid-replay: the book first, and no delta before it
                 snapshot = venue.topic_books.snapshot_for(i)
@@ -575,8 +578,12 @@ class _Connection(WSListener):
         there is one (``timer.py``: no spinning), else the loop's ms timer until 1 ms before
         it (the caller spins the rest). Always at least one event-loop pass. Shared clock: a
         subscription ends it early (see _joined_now)."""
-        if self._timer is None and _TIMERFD:
-            self._timer = DeadlineTimer()
+        if self._timer is None and _TIMERFD and not self._timer_failed:
+            try:
+                self._timer = DeadlineTimer()
+            except OSError as exc:   # out of descriptors, say: pace with the fallback
+                log.warning("venue: no timerfd (%s): pacing with sleep + spin", exc)
+                self._timer_failed = True
         if self._timer is None:
             delay = max(0.0, (due - time.perf_counter_ns()) / 1e9 - 0.001)
             await (self._nap(delay) if shared else asyncio.sleep(delay))
