@@ -202,6 +202,7 @@ def engine_config(path: Path, instance: str, load: Load, redis_url: str, *,
     venue's symbols (``streams``: the feed streams, empty for all the venue serves);
     ``publisher``: ``[publisher]`` keys over the defaults; ``overrides``: section → keys
     (``detectors``, ``publisher``, ``exchanges.binance``, ...) over everything else."""
+    from engine.service_config import SimulateConfig
     from workers.exchanges.records import FEED_STREAMS
 
     lines = [f'[engine]\ninstance = "{instance}"']
@@ -219,7 +220,11 @@ def engine_config(path: Path, instance: str, load: Load, redis_url: str, *,
             lines.append("options = { depth_levels = 50 }")
         lines += [f"{k} = {json.dumps(v)}" for k, v in (overrides or {}).get(
             f"exchanges.{ex}", {}).items()]
-    sections = {"detectors": {"enabled": detectors},
+    # the synthetic market's trades are small: the demo's whale thresholds (as `run
+    # --simulate`), so that whale events (trigger → event latency) occur
+    sim = SimulateConfig()
+    sections = {"detectors": {"enabled": detectors, "whale_min_usd": sim.whale_min_usd,
+                              "whale_burst_usd": sim.whale_burst_usd},
                 "publisher": {"enabled": True, "redis_url": redis_url, **(publisher or {})},
                 "service": {"http_port": -1}}
     for name, keys in (overrides or {}).items():

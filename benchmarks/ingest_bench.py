@@ -1,19 +1,20 @@
 """Feed-worker ingest: frames/s per worker in venue flood mode, and on_ws_frame → ring commit.
 
 Run: ``.venv/bin/python benchmarks/ingest_bench.py [--exchange binance,bybit,okx]
-[--case trades,depth] [--seconds S] [--runs N] [--quick]``.
+[--case trades,bbo,depth] [--seconds S] [--runs N] [--quick]``.
 
 Per exchange and case, a local venue floods a looping synthetic market (2 symbols) and a real
 feed worker (``microstream feed``, its own process) subscribes to the case's streams only:
-``trades`` (one trade per frame) or ``depth`` (diff-depth/book messages maintained into a book;
+``trades`` (one trade per frame), ``bbo`` (Binance ``bookTicker``; the synthetic Bybit and OKX
+venues have no level-1 topic) or ``depth`` (diff-depth/book messages maintained into a book;
 each applied message commits its depth records and a top-20 book record). The venue and the
 worker are pinned to different CPUs. Throughput is the worker's frame counter (shared-memory
 stats) over ``S`` seconds; the worker's CPU time per frame comes from psutil. Latency is read
 from the records themselves: ``ts_commit_ns`` (stamped inside the ring commit) minus
 ``ts_mono_ns`` (``perf_counter_ns`` at ``on_ws_frame`` entry), one clock, per record of the
-ring after the run (the last ``ring_capacity`` records; trades ring for trades, book ring for
-depth). Prints JSON lines ``{"bench": "ingest", "suite": "ingest", "case", "metric",
-"value", "unit", ...}``; with several runs, the median run and the spread.
+ring after the run (the last ``ring_capacity`` records; the trades, bbo or book ring). Prints
+JSON lines ``{"bench": "ingest", "suite": "ingest", "case", "metric", "value", "unit", ...}``;
+with several runs, the median run and the spread.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ from workers.venue import start_venue  # noqa: E402
 SYMBOLS = {"binance": (("BTCUSDT", "linear"), ("ETHUSDT", "linear")),
            "bybit": (("BTCUSDT", "linear"), ("ETHUSDT", "linear")),
            "okx": (("BTC-USDT-SWAP", "linear"), ("ETH-USDT-SWAP", "linear"))}
-CASES = {"trades": (["trades"], "trades"), "depth": (["depth", "book"], "book")}
+CASES = {"trades": (["trades"], "trades"), "bbo": (["bbo"], "bbo"),
+         "depth": (["depth", "book"], "book")}
+LEVEL1 = {"binance"}   # the synthetic Bybit/OKX venues have no level-1 topic (BBO from books)
 
 
 EMIT = Emitter(suite="ingest")
@@ -129,7 +132,7 @@ def _one_run(exchange: str, case: str, seconds: float, rate: int, instance: str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exchange", default="binance,bybit,okx")
-    parser.add_argument("--case", default="trades,depth")
+    parser.add_argument("--case", default="trades,bbo,depth")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rate", type=int, default=5000, help="synthetic events/s (timeline)")
@@ -140,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     runs, seconds = (1, 1.5) if args.quick else (args.runs, args.seconds)
     for exchange in args.exchange.split(","):
         for case in args.case.split(","):
+            if case == "bbo" and exchange not in LEVEL1:
+                continue
             results = [one_run(exchange, case, seconds, args.rate) for _ in range(runs)]
             median = sorted(results, key=lambda r: r["frames_per_s"])[len(results) // 2]
             name = f"{exchange}/{case}"

@@ -257,7 +257,8 @@ class PublisherConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     breaker_probe_messages: int = 50       # half-open: this many confirmed in time → closed
     breaker_open_critical_per_s: float = 2_000.0   # CRITICAL rate while open
     analytics_interval_ms: int = 100       # analytics tables are read this often
-    spin_us: int = 200                     # idle: keep polling this long, then park
+    spin_us: int = 0                       # idle: keep polling this long, then park (a spin
+                                           # only pays with a CPU of its own: README)
     idle_wait_us: int = 1_000              # idle: park on every ring at once this long
 
     def __post_init__(self) -> None:

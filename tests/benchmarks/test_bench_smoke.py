@@ -114,7 +114,7 @@ def test_compare_bench_quick_runs_both_pipelines_and_plots(tmp_path: Path) -> No
     for pipeline in ("engine", "naive"):
         case = f"{pipeline}@300"
         assert by[(case, "trades_joined")] > 0, case
-        assert by[(case, "frames_per_s")] > 0 and by[(case, "cpu_us_per_frame")] > 0, case
+        assert by[(case, "frames_per_s")] > 0 and by[(case, "cpu_us_per_message")] > 0, case
         for stage in ("intended_to_subscriber", "frame_to_subscriber"):
             assert 0 < by[(case, f"{stage}_p50")] <= by[(case, f"{stage}_p99")], (case, stage)
         assert 0 < by[(case, "trades_delivered")] <= 1.0
