@@ -265,7 +265,8 @@ def begin(parser: Any, args: Any, suite: str, quick_rate: float
     except ValueError as exc:
         parser.error(str(exc))
     emit = Emitter(suite=suite)
-    emit.env(config_overrides=args.set)
+    pinning = {name: keys["cpu"] for name, keys in overrides.items() if "cpu" in keys}
+    emit.env(config_overrides=args.set, pinning=pinning or "none: every process on every CPU")
     report_runs(emit, "jitter", [jitter_once(min(seconds, 2.0), None)])
     return rates, seconds, runs, overrides, emit
 
