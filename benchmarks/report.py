@@ -213,7 +213,11 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
     axes[0].set_xlabel("latency (µs, log scale)")
     axes[0].legend()
     axes[0].invert_yaxis()
-    axes[1].barh(list(thr), list(thr.values()))
+    values = list(thr.values())
+    floor = min([v for v in values if v > 0], default=1.0) / 2
+    axes[1].barh(list(thr), [max(v, floor) for v in values])   # a 0 has no log-scale bar
+    for i, v in enumerate(values):   # so every bar says its value, and a 0 says "0"
+        axes[1].text(max(v, floor), i, f" {_fmt(v)}", va="center", fontsize=6)
     axes[1].set_xscale("log")
     axes[1].set_xlabel("per second (log scale)")
     axes[1].tick_params(axis="y", labelsize=7)
