@@ -193,9 +193,15 @@ def typed_pointer(nbtype: types.Type) -> Any:
     return ptr
 
 
-@nb.njit(cache=True)
+# Not cached on disk: numba's cache numbers each new specialization of a function by what
+# its index file holds when it saves, so processes compiling *different* specializations at
+# once (a fresh install: feeds, detectors and publisher starting together, each with its own
+# dtypes) can write one file number for two signatures, and a process then loads another
+# dtype's code ("can't unbox array", seen in CI as a publisher crash loop). Compiling here
+# costs ~50 ms per dtype once per process.
+@nb.njit(cache=False)
 def address_of(array: np.ndarray) -> int:
-    """Data address of an array: ~0.4 µs against ~1.4 µs for ``array.ctypes.data``."""
+    """Data address of an array: ~0.5 µs against ~1.5 µs for ``array.ctypes.data``."""
     return array.ctypes.data
 
 
