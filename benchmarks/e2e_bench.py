@@ -162,7 +162,8 @@ def subscriber_latency(load: Load, received: list[tuple[Any, ...]], window: tupl
     end a grace period before the subscriber stopped) that arrived, 1.0 when it keeps up."""
     out: dict[str, tuple[float, str]] = {}
     intended, frame, due_all = [], [], []
-    for mine in _by_exchange(load, received):
+    parts = _by_exchange(load, received)
+    for mine in parts:
         ex_name = mine[0][1]
         recv = np.array([r[0] for r in mine], np.int64)
         due = load.intended(ex_name, [r[2] for r in mine], [r[3] for r in mine], recv)
@@ -170,16 +171,14 @@ def subscriber_latency(load: Load, received: list[tuple[Any, ...]], window: tupl
         due_all.append(due)
         frame.append(np.array([r[5] for r in mine], np.int64))
     out["trades_joined"] = (float(sum(len(i) for i in intended)), "count")
-    due = np.concatenate(due_all) if due_all else np.zeros(0, np.int64)
     expected = load.due_between(*window)
-    # unique (exchange, due time, trade) only: at-least-once re-sends must not hide a loss
-    keys = {(r[1], d, r[3]) for part, d_part in zip(_by_exchange(load, received), due_all,
-                                                    strict=True)
+    # unique (exchange, symbol, trade, due time) only: at-least-once re-sends must not hide
+    # a loss
+    keys = {(r[1], r[2], r[3], d) for part, d_part in zip(parts, due_all, strict=True)
             for r, d in zip(part, d_part.tolist(), strict=True) if window[0] <= d < window[1]}
-    got = len(keys)
-    out["trades_delivered"] = (got / expected if expected else float("nan"), "fraction")
-    for name, parts in (("intended_to_subscriber", intended), ("frame_to_subscriber", frame)):
-        for key, value in _percentiles(np.concatenate(parts) if parts
+    out["trades_delivered"] = (len(keys) / expected if expected else float("nan"), "fraction")
+    for name, stage in (("intended_to_subscriber", intended), ("frame_to_subscriber", frame)):
+        for key, value in _percentiles(np.concatenate(stage) if stage
                                        else np.zeros(0)).items():
             out[f"{name}_{key}"] = (value, "us")
     return out

@@ -28,6 +28,7 @@ import msgspec
 import numpy as np
 import psutil
 
+from engine.simulate import venue_urls
 from workers.exchanges.bybit_wire import trade_id as bybit_trade_id
 from workers.venue import SyntheticConfig, generate, start_venue
 from workers.venue.synthetic import synthetic_symbols
@@ -49,11 +50,6 @@ __all__ = [
 EXCHANGES = ("binance", "bybit", "okx")
 SEED = 7
 _ctx = mp.get_context("spawn")
-# where the engine's feeds take their endpoints, and what the synthetic venues do not serve
-# (as engine/simulate.py)
-_WS = {"binance": ("futures_ws", ""), "bybit": ("linear_ws", "/v5/public/linear"),
-       "okx": ("public_ws", "/ws/v5/public")}
-_REST = {"binance": "futures_rest", "okx": "rest"}
 
 
 def trade_key(exchange: str, trade_id: Any) -> int:
@@ -115,11 +111,7 @@ class Load:
     def urls(self, exchange: str) -> dict[str, str]:
         """The engine's ``urls`` for ``exchange``'s venue."""
         venue = self.venues[exchange]
-        key, path = _WS[exchange]
-        urls = {key: venue.ws_url + path}
-        if exchange in _REST:
-            urls[_REST[exchange]] = venue.rest_url
-        return urls
+        return venue_urls(exchange, venue.ws_url, venue.rest_url)
 
     def endpoints(self) -> dict[str, tuple[str, str]]:
         """exchange → (WebSocket base URL, REST base URL) of its venue."""
@@ -147,12 +139,17 @@ class Load:
             self._offsets[exchange] = offsets
         return self._offsets[exchange]
 
+    def _connections(self, exchange: str) -> dict[str, Any]:
+        """The venue's ``GET /venue/connections`` (its clock and per-connection counts)."""
+        url = f"{self.venues[exchange].rest_url}/venue/connections"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            info: dict[str, Any] = json.loads(r.read())
+        return info
+
     def clock(self, exchange: str) -> tuple[int, int]:
         """(start ns, period ns) of ``exchange``'s shared clock (CLOCK_MONOTONIC)."""
         if exchange not in self._clocks:
-            url = f"{self.venues[exchange].rest_url}/venue/connections"
-            with urllib.request.urlopen(url, timeout=10) as r:
-                shared = json.loads(r.read())["shared_clock"]
+            shared = self._connections(exchange)["shared_clock"]
             if shared is None or shared["start_ns"] is None:
                 raise RuntimeError(f"{exchange} venue: no shared clock running")
             self._clocks[exchange] = (shared["start_ns"], shared["period_ns"])
@@ -161,9 +158,8 @@ class Load:
     def sent(self) -> int:
         """Frames the venues have sent so far, over every connection (open or closed)."""
         total = 0
-        for venue in self.venues.values():
-            with urllib.request.urlopen(f"{venue.rest_url}/venue/connections", timeout=10) as r:
-                info = json.loads(r.read())
+        for exchange in self.venues:
+            info = self._connections(exchange)
             total += sum(c["sent"] for c in info["connections"])
             total += sum(c.get("sent", 0) for c in info["closed"])
         return total

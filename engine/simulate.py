@@ -21,7 +21,7 @@ import msgspec
 from .config import EMBEDDED_REDIS, Config, ExchangeConfig, SymbolConfig
 from .embedded_redis import EmbeddedRedis
 
-__all__ = ["Surroundings", "redis_reachable"]
+__all__ = ["Surroundings", "redis_reachable", "venue_urls"]
 
 log = logging.getLogger("microstream.simulate")
 
@@ -33,6 +33,15 @@ _REST = {"binance": "futures_rest", "okx": "rest"}
 # neither Bybit nor OKX has a level-1 topic (BBO comes from the book for them)
 _OPTIONS = {"bybit": {"depth_levels": 50}}
 _NO_STREAMS = {"bybit": ("bbo",), "okx": ("bbo",)}
+
+
+def venue_urls(exchange: str, ws_url: str, rest_url: str) -> dict[str, str]:
+    """An exchange section's ``urls`` pointing its feed at a local venue's base URLs."""
+    key, path = _WS[exchange]
+    urls = {key: ws_url + path}
+    if exchange in _REST:
+        urls[_REST[exchange]] = rest_url
+    return urls
 
 
 def redis_reachable(url: str, timeout_s: float = 0.3) -> bool:
@@ -94,10 +103,7 @@ class Surroundings:
                 synthetic["scenarios"] = ",".join(sim.scenarios)
             venue = self.venues[name] = start_venue(name, [], synthetic=synthetic, loop=True,
                                                     shared_clock=True)
-            key, path = _WS[name]
-            urls = {key: venue.ws_url + path}
-            if name in _REST:
-                urls[_REST[name]] = venue.rest_url
+            urls = venue_urls(name, venue.ws_url, venue.rest_url)
             streams = tuple(s for s in FEED_STREAMS if s not in _NO_STREAMS.get(name, ()))
             symbols = tuple(SymbolConfig(symbol=s, market="linear", streams=streams)
                             for s in synthetic_symbols(name, sim.symbols))
