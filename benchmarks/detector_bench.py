@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from report import Emitter  # noqa: E402
+from report import Emitter, pin  # noqa: E402
 
 import shm  # noqa: E402
 from engine.config import DetectorsConfig  # noqa: E402
@@ -109,12 +109,6 @@ def _throughput_flood(settings: DetectorsConfig, n: int = 1_000_000) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def _pin(pid: int, cpu: int) -> None:
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) > 1:
-        os.sched_setaffinity(pid, {cpus[cpu % len(cpus)]})
-
-
 def _latency_run(rate: float, seconds: float) -> np.ndarray:
     instance = "bench" + uuid.uuid4().hex[:6]
     trades = shm.segment_name(instance, "binance", "trades")
@@ -131,10 +125,10 @@ def _latency_run(rate: float, seconds: float) -> np.ndarray:
         try:
             assert writer.stdout is not None and writer.stdin is not None
             writer.stdout.readline()  # the ring exists
-            _pin(writer.pid, 0)
+            pin(writer.pid, 0)
             detect = subprocess.Popen([sys.executable, "-m", "engine", "detect", "-c", str(cfg)],
                                       stderr=subprocess.PIPE, cwd=REPO)
-            _pin(detect.pid, 1)
+            pin(detect.pid, 1)
             deadline = time.monotonic() + 60
             while not Path(shm.SHM_DIR, events_name).exists() and time.monotonic() < deadline:
                 time.sleep(0.05)

@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "tests" / "workers"))
 
 from feed_live import start_worker, stats, stop_worker, wait_for, write_config  # noqa: E402
-from report import Emitter  # noqa: E402
+from report import Emitter, pin  # noqa: E402
 
 import shm  # noqa: E402
 from workers.venue import start_venue  # noqa: E402
@@ -54,12 +54,6 @@ EMIT = Emitter(suite="ingest")
 
 def _emit(case: str, metric: str, value: float, unit: str, **extra: object) -> None:
     EMIT(case, metric, round(value, 3), unit, **extra)
-
-
-def _pin(pid: int, cpu: int) -> None:
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) > 1:
-        os.sched_setaffinity(pid, {cpus[cpu % len(cpus)]})
 
 
 def one_run(exchange: str, case: str, seconds: float, rate: int) -> dict[str, float]:
@@ -88,12 +82,12 @@ def _one_run(exchange: str, case: str, seconds: float, rate: int, instance: str
         else {"symbols": 2, "rate": rate, "seconds": 10, "seed": 1}
     with tempfile.TemporaryDirectory() as tmp, start_venue(
             exchange, [], synthetic=timeline, flood=True, loop=True) as venue:
-        _pin(venue.proc.pid, 0)
+        pin(venue.proc.pid, 0)
         cfg = write_config(Path(tmp) / "config.toml", instance, exchange, venue.ws_url,
                            venue.rest_url, symbols, extra=extra)
         proc = start_worker(exchange, cfg, Path(tmp) / "worker.log")
         try:
-            _pin(proc.pid, 1)
+            pin(proc.pid, 1)
             wait_for(lambda: (stats(instance, exchange) or {}).get("frames", 0) > 10_000, 120,
                      "the worker to receive frames")
             time.sleep(1.0)  # warm-up discarded

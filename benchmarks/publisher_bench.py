@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import redis  # noqa: E402
-from report import Emitter  # noqa: E402
+from report import Emitter, pin  # noqa: E402
 
 import shm  # noqa: E402
 from engine.config import PublisherConfig  # noqa: E402
@@ -87,16 +87,6 @@ EMIT = Emitter(suite="publisher")
 
 def _emit(case: str, metric: str, value: float, unit: str, **extra: object) -> None:
     EMIT(case, metric, round(value, 3), unit, **extra)
-
-
-def _cpus() -> list[int]:
-    return sorted(os.sched_getaffinity(0))
-
-
-def _pin(pid: int, index: int) -> None:
-    cpus = _cpus()
-    if len(cpus) > 1:
-        os.sched_setaffinity(pid, {cpus[index % len(cpus)]})
 
 
 def _cleanup(instance: str) -> None:
@@ -185,7 +175,7 @@ def _latency_run(server: EmbeddedRedis, rate: float, seconds: float,
     try:
         assert writer.stdout is not None and writer.stdin is not None
         writer.stdout.readline()
-        _pin(writer.pid, 0)
+        pin(writer.pid, 0)
         cfg = PublisherConfig(redis_url=server.url, streams=("trades",), latest=("trade",))
         pub = Publisher(instance, {"binance": NAMES}, cfg)
         gc.collect()
@@ -230,10 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.runs, args.messages, args.rates, args.seconds = 1, 20_000, "2000", 1.0
-    _pin(0, 1)   # this process (the publisher) on the second CPU
+    pin(0, 1)   # this process (the publisher) on the second CPU
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis") as server:
         assert server.process is not None
-        _pin(server.process.pid, 0)
+        pin(server.process.pid, 0)
         cases = (("resp_publish", lambda: _throughput_resp(server, args.messages, False)),
                  ("resp_publish_set", lambda: _throughput_resp(server, args.messages, True)),
                  ("redis_py_publish", lambda: _throughput_redis_py(server, args.messages)))

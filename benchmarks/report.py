@@ -20,11 +20,23 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["QUANTILES", "Emitter", "nan_median", "percentiles", "plot", "report_runs",
-           "table"]
+__all__ = ["CPUS", "QUANTILES", "Emitter", "nan_median", "percentiles", "pin", "plot",
+           "report_runs", "table"]
 
 QUANTILES = ("p50", "p99", "p99_9", "max")   # the latency suffixes, in table order
 _THROUGHPUT_UNITS = ("1/s", "frames/s", "records/s", "msg/s", "messages/s", "trades/s")
+
+
+#: the CPUs this benchmark may use, read once at import: a benchmark that pins itself first
+#: would otherwise see only its own CPU (and its children would inherit it)
+CPUS = sorted(os.sched_getaffinity(0))
+
+
+def pin(pid: int, index: int) -> None:
+    """Pin process ``pid`` (0: this one) to the ``index``-th usable CPU (modulo their
+    number); nothing on a one-CPU machine."""
+    if len(CPUS) > 1:
+        os.sched_setaffinity(pid, {CPUS[index % len(CPUS)]})
 
 
 def percentiles(lat_ns: np.ndarray) -> dict[str, float]:

@@ -271,6 +271,9 @@ class Publisher:
         try:
             if link.inflight:
                 link.read(self._on_reply)
+            if not link.ready:
+                link.flush()
+                return 0   # AUTH/SELECT not accepted yet: nothing may reach the wrong db
             while len(queues) and link.pending_bytes < _MAX_PENDING_BYTES:
                 if written:
                     link.read(self._on_reply)

@@ -49,11 +49,18 @@ class RedisLink:
         # [token, replies still expected, write time ns, first error or None]
         self.inflight: deque[list[Any]] = deque()
         self.setup_errors = 0
+        self._setup_pending = 0   # AUTH/SELECT written, their replies not read yet
 
     @property
     def connected(self) -> bool:
         """True while a socket is open."""
         return self.sock is not None
+
+    @property
+    def ready(self) -> bool:
+        """True once connected and AUTH/SELECT were accepted: data written before that could
+        land in the wrong database (Redis runs a pipeline's commands after a failed SELECT)."""
+        return self.sock is not None and not self._setup_pending
 
     @property
     def pending_bytes(self) -> int:
@@ -62,7 +69,8 @@ class RedisLink:
 
     def connect(self) -> None:
         """Open the socket (blocking up to ``connect_timeout_s``), then switch to
-        non-blocking and queue AUTH/SELECT; raises :class:`LinkDown` on failure."""
+        non-blocking and queue AUTH/SELECT (:attr:`ready` once they are accepted); raises
+        :class:`LinkDown` on failure."""
         if self.sock is not None:
             return
         addr = self.address
@@ -87,6 +95,7 @@ class RedisLink:
         self._reader = hiredis.Reader()
         for command in addr.setup_commands():
             self.write(command, None, 1)
+            self._setup_pending += 1
 
     def describe(self) -> str:
         """``unix:/path`` or ``host:port``, for messages."""
@@ -143,6 +152,7 @@ class RedisLink:
                 if head[1] == 0:
                     inflight.popleft()
                     if head[0] is None:   # AUTH / SELECT
+                        self._setup_pending -= 1
                         if head[3] is not None:
                             self.setup_errors += 1
                             raise LinkDown(f"redis {self.describe()}: connection setup "
@@ -167,4 +177,5 @@ class RedisLink:
         tokens = [item[0] for item in self.inflight if item[0] is not None]
         self.inflight.clear()
         self._out.clear()
+        self._setup_pending = 0
         return tokens
