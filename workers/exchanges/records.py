@@ -37,6 +37,7 @@ from shm.layout import (
 
 from .book import Book
 from .book_commit import BookCommitter, depth_row, fill_prefix
+from .trade_scan import route_row
 
 __all__ = ["FEED_STREAMS", "Collector", "Emitter", "Output"]
 
@@ -219,6 +220,7 @@ class Emitter:
                                  exchange)
         # trades of one multi-trade message are packed here and committed together
         self._trade_out = outputs.get("trades")
+        self._trade_routes: list[np.ndarray] = []
         self._trade_batch = np.zeros(_TRADE_BATCH, TRADE)
         self._trade_batch_addr = self._trade_batch.ctypes.data
         self._trade_n = 0
@@ -234,6 +236,18 @@ class Emitter:
             if out is not None and getattr(out, "dtype", dtype) != dtype:
                 raise ValueError(f"output for {name} has dtype {out.dtype}, expected "  # type: ignore[attr-defined]
                                  f"{dtype}")
+
+    def trade_route(self, sid: int, market: int, id_key: str) -> int:
+        """Address of a :func:`trade_scan.route_row` with which compiled code commits trades
+        of ``sid`` straight to the trades ring (``id_key``: ``t`` or ``a``, the trade id's
+        JSON key); 0 when the trades output is not a ring (a Collector) or absent."""
+        target = getattr(self._trade_out, "commit_target", None)
+        if target is None or self._trade_stage is None:
+            return 0
+        row = route_row(target(), address_of(self._trade_stage), self.exchange, sid, market,
+                        id_key)
+        self._trade_routes.append(row)   # kept alive: compiled code holds its address
+        return address_of(row)
 
     def _staging(self, stream: str, dtype: np.dtype) -> tuple[Any, Any, Any]:
         out = self.outputs.get(stream)
@@ -253,6 +267,8 @@ class Emitter:
     def close(self) -> None:
         """Stop committing through raw ring addresses (call before closing the writers)."""
         self.trade = _closed
+        for row in self._trade_routes:
+            row[0] = 0   # trade_scan declines from now on
 
     def trade_add(self, sid: int, market: int, ts_ex: int, recv: int, mono: int, price: float,
                   qty: float, trade_id: int, side: int, flags: int = 0) -> None:

@@ -1,0 +1,189 @@
+"""The compiled Binance trade path (``trade_scan``) against msgspec, the general path's
+decoder: on every recorded trade and aggTrade frame it commits exactly the record the general
+path would, and on 100,000 mutated frames it either agrees with msgspec or declines without
+committing anything (never accepting what msgspec rejects)."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+from test_feed_fuzz import mutate
+
+import shm
+from shm.atomics import address_of
+from workers.exchanges import binance
+from workers.exchanges.feed import Count, SymbolSpec
+from workers.exchanges.records import Collector, Emitter
+from workers.exchanges.replay import load_frames, replay
+from workers.exchanges.trade_scan import DECLINED, parse_decimal, scan_binance_trade
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "recorded" / "binance"
+RECORDINGS = ("hftbacktest_usdm_btcusdt_20240808.frames.jsonl.gz",
+              "hftbacktest_spot_btcusdt_20240808.frames.jsonl.gz",
+              "cryptofeed_usdm_4sym_20210722.frames.jsonl")
+_FIELDS = ("ts_exchange_ns", "ts_recv_ns", "ts_mono_ns", "symbol_id", "exchange", "market",
+           "flags", "price", "qty", "trade_id", "side")
+
+
+def _trade_frames() -> list[tuple[str, bytes]]:
+    """``(id key, frame)`` of every trade (``t``) and aggTrade (``a``) frame recorded."""
+    out = []
+    for name in RECORDINGS:
+        for _, frame in load_frames(DATA / name):
+            stream = frame[11:frame.find(b'"', 11)]
+            if stream.endswith(b"@trade"):
+                out.append(("t", frame))
+            elif stream.endswith(b"@aggTrade"):
+                out.append(("a", frame))
+    return out
+
+
+class Ring:
+    """A trades ring and the route rows of symbol 0 (market 2) for both id keys."""
+
+    def __init__(self) -> None:
+        self.name = shm.segment_name("t" + uuid.uuid4().hex[:8], "binance", "trades")
+        self.writer = shm.Writer(self.name, shm.TRADE, 1 << 16)
+        self.emitter = Emitter(1, {"trades": self.writer})
+        self.routes = {k: self.emitter.trade_route(0, 2, k) for k in ("t", "a")}
+        self.reader = shm.Reader(self.name)
+
+    def scan(self, id_key: str, frame: bytes, n: int) -> tuple[int, np.ndarray]:
+        """The kernel's result and what it committed."""
+        tid = scan_binance_trade(frame, frame.find(b'"', 11), self.routes[id_key], 1000 + n, n)
+        return tid, self.reader.poll()
+
+    def close(self) -> None:
+        self.emitter.close()
+        self.reader.close()
+        self.writer.close(unlink=True)
+
+
+@pytest.fixture
+def ring() -> Iterator[Ring]:
+    r = Ring()
+    yield r
+    r.close()
+
+
+def _reference(id_key: str, frame: bytes, n: int) -> tuple[object, ...] | None:
+    """The general path's record fields for ``frame`` (None where msgspec rejects it)."""
+    decode = binance._DECODERS[binance._AGG if id_key == "a" else binance._TRADE]
+    try:
+        ev = decode(frame).data
+    except (msgspec.DecodeError, ValueError):
+        return None
+    return (ev.T * 1_000_000, 1000 + n, n, 0, 1, 2, 0, ev.p, ev.q,
+            ev.a if id_key == "a" else ev.t, -1 if ev.m else 1)
+
+
+def _fields(rec: np.void) -> tuple[object, ...]:
+    return tuple(rec[f].item() for f in _FIELDS)
+
+
+def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+    # floats compared bit for bit: -0.0 and 0.0 differ, NaN never comes out of the kernel
+    return [np.float64(x).tobytes() if isinstance(x, float) else x for x in a] == \
+        [np.float64(x).tobytes() if isinstance(x, float) else x for x in b]
+
+
+def test_every_recorded_trade_is_committed_as_msgspec_decodes_it(ring: Ring) -> None:
+    frames = _trade_frames()
+    assert sum(k == "t" for k, _ in frames) == 21_313 + 9_757   # README: usdm + spot trades
+    assert sum(k == "a" for k, _ in frames) == 91               # cryptofeed aggTrade
+    for n, (id_key, frame) in enumerate(frames):
+        tid, got = ring.scan(id_key, frame, n)
+        ref = _reference(id_key, frame, n)
+        assert ref is not None and tid != DECLINED, frame
+        assert len(got) == 1 and tid == got[0]["trade_id"]
+        assert _same(_fields(got[0]), ref), (frame, _fields(got[0]), ref)
+
+
+def test_mutated_frames_agree_with_msgspec_or_are_declined(ring: Ring) -> None:
+    frames = _trade_frames()
+    rng = random.Random(20261122)
+    accepted = declined = rejected = 0
+    for n in range(100_000):
+        id_key, frame = frames[rng.randrange(len(frames))]
+        bad = mutate(rng, frame)
+        tid, got = ring.scan(id_key, bad, n)
+        ref = _reference(id_key, bad, n)
+        if tid == DECLINED:
+            assert len(got) == 0, bad   # nothing committed
+            declined += 1
+            rejected += ref is None
+            continue
+        assert ref is not None, bad     # never accepts what msgspec rejects
+        assert len(got) == 1 and _same(_fields(got[0]), ref), (bad, _fields(got[0]), ref)
+        accepted += 1
+    # both sides were reached: valid mutations (digits, unknown keys) and broken ones
+    assert accepted > 10_000 and declined > 10_000 and rejected > 10_000
+
+
+def test_decimals_convert_exactly_or_not_at_all() -> None:
+    rng = random.Random(7)
+    for _ in range(20_000):
+        whole = str(rng.randrange(10 ** rng.randrange(1, 10)))
+        frac = "".join(rng.choice("0123456789") for _ in range(rng.randrange(0, 9)))
+        text = ("-" if rng.random() < 0.2 else "") + whole + ("." + frac if frac else "")
+        buf = text.encode()
+        value = parse_decimal(buf, 0, len(buf))
+        significant = len((whole + frac).lstrip("0"))
+        if significant == 0 and text.startswith("-"):
+            assert value != value, text   # negative zero: left to msgspec
+        elif significant <= 15:
+            assert value == float(text) and np.signbit(value) == np.signbit(float(text)), text
+        else:
+            assert value != value, text   # NaN: left to msgspec
+    for text in (b"1.", b"1..2", b"0.00000000000000000000001"):   # malformed, 23 decimals
+        assert parse_decimal(text, 0, len(text)) != parse_decimal(text, 0, len(text))
+
+
+def test_a_closed_emitter_and_a_collector_take_the_general_path(ring: Ring) -> None:
+    frame = _trade_frames()[0][1]
+    assert ring.scan("t", frame, 0)[0] != DECLINED
+    ring.emitter.close()
+    tid, got = ring.scan("t", frame, 1)
+    assert tid == DECLINED and len(got) == 0
+    assert Emitter(1, {"trades": Collector(shm.TRADE)}).trade_route(0, 2, "t") == 0
+
+
+def test_the_feed_commits_through_the_kernel_what_replay_produces() -> None:
+    """The whole feed: a BinanceFeed writing a ring (fast path) and the offline replay
+    (Collector: general path) give the same trades for the USD-M recording."""
+    path = DATA / RECORDINGS[0]
+    snapshot = DATA / "hftbacktest_usdm_btcusdt_20240808.rest_depth_snapshot.json"
+    _, sink = replay("binance", path, [snapshot])
+    expected = np.concatenate([c for stream, c in sink.chunks if stream == "trades"])
+    name = shm.segment_name("t" + uuid.uuid4().hex[:8], "binance", "trades")
+    writer = shm.Writer(name, shm.TRADE, 1 << 16)
+    reader = shm.Reader(name)
+    emitter = Emitter(1, {"trades": writer})
+    try:
+        feed, _ = replay("binance", path, [snapshot], emitter=emitter)
+        assert all(feed._fast_trades.values())   # type: ignore[attr-defined]
+        batches = [reader.poll()]
+        while len(batches[-1]):
+            batches.append(reader.poll())
+        got = np.concatenate(batches)
+        assert feed.counts[Count.DECODE_ERRORS] == 0
+        assert len(got) == len(expected) == 21_313
+        for f in _FIELDS:
+            assert np.array_equal(got[f], expected[f]), f
+    finally:
+        emitter.close()
+        reader.close()
+        writer.close(unlink=True)
+
+
+def test_spec_without_trades_has_no_route() -> None:
+    feed = binance.BinanceFeed([SymbolSpec("BTCUSDT", "linear", ("bbo",), 0)],
+                               Emitter(1, {}))
+    assert feed._fast_trades == {}   # type: ignore[attr-defined]
+    assert address_of(np.zeros(1)) != 0
