@@ -1,7 +1,8 @@
-"""The compiled Binance trade path (``trade_scan``) against msgspec, the general path's
-decoder: on every recorded trade and aggTrade frame it commits exactly the record the general
-path would, and on 100,000 mutated frames it either agrees with msgspec or declines without
-committing anything (never accepting what msgspec rejects)."""
+"""The compiled trade paths (``trade_scan``: Binance trade/aggTrade, Bybit publicTrade)
+against msgspec, the general path's decoder: on every recorded trade frame they commit exactly
+the records the general path would, and on 100,000 mutated frames per exchange they either
+agree with msgspec or decline without committing anything (never accepting what msgspec
+rejects)."""
 
 from __future__ import annotations
 
@@ -17,13 +18,17 @@ from test_feed_fuzz import mutate
 
 import shm
 from shm.atomics import address_of
-from workers.exchanges import binance
+from shm.layout import FLAG_ID_HASHED
+from workers.exchanges import binance, bybit
+from workers.exchanges.bybit_wire import aggressor_side, trade_id
 from workers.exchanges.feed import Count, SymbolSpec
+from workers.exchanges.json_scan import parse_decimal
 from workers.exchanges.records import Collector, Emitter
 from workers.exchanges.replay import load_frames, replay
-from workers.exchanges.trade_scan import DECLINED, parse_decimal, scan_binance_trade
+from workers.exchanges.trade_scan import DECLINED, scan_binance_trade, scan_bybit_trades
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "recorded" / "binance"
+BYBIT = DATA.parent / "bybit" / "cryptofeed_linear_v5_20260809.frames.jsonl"
 RECORDINGS = ("hftbacktest_usdm_btcusdt_20240808.frames.jsonl.gz",
               "hftbacktest_spot_btcusdt_20240808.frames.jsonl.gz",
               "cryptofeed_usdm_4sym_20210722.frames.jsonl")
@@ -44,6 +49,10 @@ def _trade_frames() -> list[tuple[str, bytes]]:
     return out
 
 
+def _bybit_frames() -> list[tuple[str, bytes]]:
+    return [("i", f) for _, f in load_frames(BYBIT) if f.startswith(b'{"topic":"publicTrade.')]
+
+
 class Ring:
     """A trades ring and the route rows of symbol 0 (market 2) for both id keys."""
 
@@ -56,8 +65,13 @@ class Ring:
 
     def scan(self, id_key: str, frame: bytes, n: int) -> tuple[int, np.ndarray]:
         """The kernel's result and what it committed."""
-        tid = scan_binance_trade(frame, frame.find(b'"', 11), self.routes[id_key], 1000 + n, n)
-        return tid, self.reader.poll()
+        if id_key == "i":
+            result = scan_bybit_trades(frame, frame.find(b'"', 10), self.routes["t"],
+                                       1000 + n, n)
+        else:
+            result = scan_binance_trade(frame, frame.find(b'"', 11), self.routes[id_key],
+                                        1000 + n, n)
+        return result, self.reader.poll()
 
     def close(self) -> None:
         self.emitter.close()
@@ -72,15 +86,28 @@ def ring() -> Iterator[Ring]:
     r.close()
 
 
-def _reference(id_key: str, frame: bytes, n: int) -> tuple[object, ...] | None:
+def _reference(id_key: str, frame: bytes, n: int) -> list[tuple[object, ...]] | None:
     """The general path's record fields for ``frame`` (None where msgspec rejects it)."""
+    if id_key == "i":
+        try:
+            items = bybit._decode_trades(frame).data
+        except (msgspec.DecodeError, ValueError):
+            return None
+        out = []
+        for t in items:
+            tid, hashed = trade_id(t.i)
+            if not 0 <= t.T * 1_000_000 < 2**63:
+                return None   # the general path's pack refuses it (a decode error)
+            out.append((t.T * 1_000_000, 1000 + n, n, 0, 1, 2, FLAG_ID_HASHED if hashed else 0,
+                        t.p, t.v, tid, aggressor_side(t.S)))
+        return out
     decode = binance._DECODERS[binance._AGG if id_key == "a" else binance._TRADE]
     try:
         ev = decode(frame).data
     except (msgspec.DecodeError, ValueError):
         return None
-    return (ev.T * 1_000_000, 1000 + n, n, 0, 1, 2, 0, ev.p, ev.q,
-            ev.a if id_key == "a" else ev.t, -1 if ev.m else 1)
+    return [(ev.T * 1_000_000, 1000 + n, n, 0, 1, 2, 0, ev.p, ev.q,
+             ev.a if id_key == "a" else ev.t, -1 if ev.m else 1)]
 
 
 def _fields(rec: np.void) -> tuple[object, ...]:
@@ -93,20 +120,31 @@ def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
         [np.float64(x).tobytes() if isinstance(x, float) else x for x in b]
 
 
+def _agree(got: np.ndarray, ref: list[tuple[object, ...]]) -> bool:
+    return len(got) == len(ref) and all(_same(_fields(g), r) for g, r in zip(got, ref,
+                                                                              strict=True))
+
+
 def test_every_recorded_trade_is_committed_as_msgspec_decodes_it(ring: Ring) -> None:
     frames = _trade_frames()
     assert sum(k == "t" for k, _ in frames) == 21_313 + 9_757   # README: usdm + spot trades
     assert sum(k == "a" for k, _ in frames) == 91               # cryptofeed aggTrade
-    for n, (id_key, frame) in enumerate(frames):
-        tid, got = ring.scan(id_key, frame, n)
+    bybit_frames = _bybit_frames()
+    assert len(bybit_frames) == 102                             # README
+    multi = 0
+    for n, (id_key, frame) in enumerate(frames + bybit_frames):
+        result, got = ring.scan(id_key, frame, n)
         ref = _reference(id_key, frame, n)
-        assert ref is not None and tid != DECLINED, frame
-        assert len(got) == 1 and tid == got[0]["trade_id"]
-        assert _same(_fields(got[0]), ref), (frame, _fields(got[0]), ref)
+        assert ref is not None and result != DECLINED, frame
+        assert _agree(got, ref), (frame, got, ref)
+        assert result == (len(got) if id_key == "i" else got[0]["trade_id"])
+        multi += len(got) > 1
+    assert multi > 10   # Bybit pushes carrying several trades were among them
 
 
-def test_mutated_frames_agree_with_msgspec_or_are_declined(ring: Ring) -> None:
-    frames = _trade_frames()
+@pytest.mark.parametrize("exchange", ["binance", "bybit"])
+def test_mutated_frames_agree_with_msgspec_or_are_declined(ring: Ring, exchange: str) -> None:
+    frames = _trade_frames() if exchange == "binance" else _bybit_frames()
     rng = random.Random(20261122)
     accepted = declined = rejected = 0
     for n in range(100_000):
@@ -120,7 +158,7 @@ def test_mutated_frames_agree_with_msgspec_or_are_declined(ring: Ring) -> None:
             rejected += ref is None
             continue
         assert ref is not None, bad     # never accepts what msgspec rejects
-        assert len(got) == 1 and _same(_fields(got[0]), ref), (bad, _fields(got[0]), ref)
+        assert _agree(got, ref), (bad, got, ref)
         accepted += 1
     # both sides were reached: valid mutations (digits, unknown keys) and broken ones
     assert accepted > 10_000 and declined > 10_000 and rejected > 10_000
@@ -154,26 +192,31 @@ def test_a_closed_emitter_and_a_collector_take_the_general_path(ring: Ring) -> N
     assert Emitter(1, {"trades": Collector(shm.TRADE)}).trade_route(0, 2, "t") == 0
 
 
-def test_the_feed_commits_through_the_kernel_what_replay_produces() -> None:
-    """The whole feed: a BinanceFeed writing a ring (fast path) and the offline replay
-    (Collector: general path) give the same trades for the USD-M recording."""
-    path = DATA / RECORDINGS[0]
-    snapshot = DATA / "hftbacktest_usdm_btcusdt_20240808.rest_depth_snapshot.json"
-    _, sink = replay("binance", path, [snapshot])
+@pytest.mark.parametrize("exchange", ["binance", "bybit"])
+def test_the_feed_commits_through_the_kernel_what_replay_produces(exchange: str) -> None:
+    """The whole feed: a feed writing a ring (fast path) and the offline replay (Collector:
+    general path) give the same trades for a recording."""
+    if exchange == "binance":
+        path = DATA / RECORDINGS[0]
+        snapshots = [DATA / "hftbacktest_usdm_btcusdt_20240808.rest_depth_snapshot.json"]
+        expected_count = 21_313
+    else:
+        path, snapshots, expected_count = BYBIT, [], 113   # 102 pushes, several multi-trade
+    _, sink = replay(exchange, path, snapshots)
     expected = np.concatenate([c for stream, c in sink.chunks if stream == "trades"])
-    name = shm.segment_name("t" + uuid.uuid4().hex[:8], "binance", "trades")
+    name = shm.segment_name("t" + uuid.uuid4().hex[:8], exchange, "trades")
     writer = shm.Writer(name, shm.TRADE, 1 << 16)
     reader = shm.Reader(name)
-    emitter = Emitter(1, {"trades": writer})
+    emitter = Emitter(int(expected[0]["exchange"]), {"trades": writer})
     try:
-        feed, _ = replay("binance", path, [snapshot], emitter=emitter)
+        feed, _ = replay(exchange, path, snapshots, emitter=emitter)
         assert all(feed._fast_trades.values())   # type: ignore[attr-defined]
         batches = [reader.poll()]
         while len(batches[-1]):
             batches.append(reader.poll())
         got = np.concatenate(batches)
         assert feed.counts[Count.DECODE_ERRORS] == 0
-        assert len(got) == len(expected) == 21_313
+        assert len(got) == len(expected) >= expected_count
         for f in _FIELDS:
             assert np.array_equal(got[f], expected[f]), f
     finally:

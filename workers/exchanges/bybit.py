@@ -34,6 +34,7 @@ from .bybit_wire import (
 )
 from .feed import ConnectionSpec, Count, Feed, FeedError, SymbolSpec
 from .records import Emitter
+from .trade_scan import DECLINED, scan_bybit_trades
 
 __all__ = ["BybitFeed", "BybitUrls"]
 
@@ -104,6 +105,10 @@ class BybitFeed(Feed):
                     routes[f"{topic}.{s.symbol}".encode()] = (kind, sid, mk)
             if wants:
                 self.tickers[sid], self._ticker_wants[sid] = TickerState(), wants
+        # trades committed by trade_scan where the emitter writes a ring (0: the general path)
+        self._fast_trades = {s.symbol_id: emitter.trade_route(s.symbol_id,
+                                                              self.markets[s.symbol_id], "i")
+                             for s in symbols if "trades" in s.streams}
         # offline replay has no connections: route on the topic alone (a capture holds one
         # market, so topics cannot collide across connections there)
         self._any_route = {k: v for routes in self._routes.values() for k, v in routes.items()}
@@ -169,8 +174,10 @@ class BybitFeed(Feed):
 
     # -- hot path -----------------------------------------------------------------------
     def _on_frame(self, conn: str, data: bytes, recv: int, mono: int) -> None:
+        end = -1
         if data.startswith(_PREFIX):
-            topic = data[10:data.find(b'"', 10)]
+            end = data.find(b'"', 10)
+            topic = data[10:end]
         else:  # a control frame, or (never seen) a data frame whose topic is not first
             env = decode_envelope(data)
             if not env.topic:
@@ -187,6 +194,9 @@ class BybitFeed(Feed):
         if kind == _BOOK:
             self._book(sid, mk, _decode_book(data), recv, mono)
         elif kind == _TRADE:
+            fast = self._fast_trades.get(sid, 0)   # compiled: scan and commit in one call
+            if fast and scan_bybit_trades(data, end, fast, recv, mono) != DECLINED:
+                return
             for t in _decode_trades(data).data:
                 tid, hashed = trade_id(t.i)
                 em.trade_add(sid, mk, t.T * _MS, recv, mono, t.p, t.v, tid,

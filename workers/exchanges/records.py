@@ -245,7 +245,7 @@ class Emitter:
         if target is None or self._trade_stage is None:
             return 0
         row = route_row(target(), address_of(self._trade_stage), self.exchange, sid, market,
-                        id_key)
+                        id_key, self._trade_batch)
         self._trade_routes.append(row)   # kept alive: compiled code holds its address
         return address_of(row)
 
