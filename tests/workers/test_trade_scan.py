@@ -20,12 +20,13 @@ import shm
 from shm.atomics import address_of
 from shm.layout import FLAG_ID_HASHED
 from workers.exchanges import binance, bybit
+from workers.exchanges.binance_scan import scan_binance_trade
+from workers.exchanges.bybit_scan import scan_bybit_trades
 from workers.exchanges.bybit_wire import aggressor_side, trade_id
 from workers.exchanges.feed import Count, SymbolSpec
-from workers.exchanges.json_scan import parse_decimal
+from workers.exchanges.json_scan import DECLINED, parse_decimal
 from workers.exchanges.records import Collector, Emitter
 from workers.exchanges.replay import load_frames, replay
-from workers.exchanges.trade_scan import DECLINED, scan_binance_trade, scan_bybit_trades
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "recorded" / "binance"
 BYBIT = DATA.parent / "bybit" / "cryptofeed_linear_v5_20260809.frames.jsonl"

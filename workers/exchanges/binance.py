@@ -17,6 +17,7 @@ import msgspec
 
 from shm.layout import BookState, Exchange, Side
 
+from .binance_scan import scan_binance_trade
 from .binance_sync import BinanceDepthSync, Verdict
 from .binance_wire import (
     AggTrade,
@@ -34,8 +35,8 @@ from .binance_wire import (
 from .book import BookOverflow
 from .book_commit import APPLIED, OVERFLOW
 from .feed import ConnectionSpec, Count, Feed, FeedError, RepeatFilter, SymbolSpec
+from .json_scan import DECLINED
 from .records import Emitter
-from .trade_scan import DECLINED, scan_binance_trade
 
 __all__ = ["BinanceFeed", "BinanceUrls"]
 

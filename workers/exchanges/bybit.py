@@ -19,6 +19,7 @@ import msgspec
 from shm.layout import FLAG_ID_HASHED, FLAG_SNAPSHOT, BookState, Exchange
 
 from .book_commit import APPLIED, OVERFLOW
+from .bybit_scan import scan_bybit_trades
 from .bybit_sync import FUNDING, OPEN_INTEREST, BybitBookSync, TickerState, Verdict
 from .bybit_wire import (
     BookData,
@@ -33,8 +34,8 @@ from .bybit_wire import (
     trade_id,
 )
 from .feed import ConnectionSpec, Count, Feed, FeedError, SymbolSpec
+from .json_scan import DECLINED
 from .records import Emitter
-from .trade_scan import DECLINED, scan_bybit_trades
 
 __all__ = ["BybitFeed", "BybitUrls"]
 
