@@ -1,8 +1,8 @@
-"""The compiled trade paths (``trade_scan``: Binance trade/aggTrade, Bybit publicTrade)
-against msgspec, the general path's decoder: on every recorded trade frame they commit exactly
-the records the general path would, and on 100,000 mutated frames per exchange they either
-agree with msgspec or decline without committing anything (never accepting what msgspec
-rejects)."""
+"""The compiled trade paths (``trade_scan``: Binance trade/aggTrade, Bybit publicTrade,
+OKX trades) against msgspec, the general path's decoder: on every recorded trade frame they
+commit exactly the records the general path would, and on 100,000 mutated frames per exchange
+they either agree with msgspec or decline without committing anything (never accepting what
+msgspec rejects)."""
 
 from __future__ import annotations
 
@@ -25,11 +25,16 @@ from workers.exchanges.bybit_scan import scan_bybit_trades
 from workers.exchanges.bybit_wire import aggressor_side, trade_id
 from workers.exchanges.feed import Count, SymbolSpec
 from workers.exchanges.json_scan import DECLINED, parse_decimal
+from workers.exchanges.okx_scan import scan_okx_trades
+from workers.exchanges.okx_wire import decode_trade_push
 from workers.exchanges.records import Collector, Emitter
 from workers.exchanges.replay import load_frames, replay
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "recorded" / "binance"
 BYBIT = DATA.parent / "bybit" / "cryptofeed_linear_v5_20260809.frames.jsonl"
+OKX = [DATA.parent / "okx" / f"cryptofeed_{name}.frames.jsonl"
+       for name in ("books_3inst_20220513", "books-l2-tbt_10inst_20210722_conn1")]
+_CONTRACT = 0.01   # OKX: sizes are contracts of 0.01 base (or, inverse, of 0.01 quote)
 RECORDINGS = ("hftbacktest_usdm_btcusdt_20240808.frames.jsonl.gz",
               "hftbacktest_spot_btcusdt_20240808.frames.jsonl.gz",
               "cryptofeed_usdm_4sym_20210722.frames.jsonl")
@@ -54,6 +59,13 @@ def _bybit_frames() -> list[tuple[str, bytes]]:
     return [("i", f) for _, f in load_frames(BYBIT) if f.startswith(b'{"topic":"publicTrade.')]
 
 
+def _okx_frames() -> list[tuple[str, bytes]]:
+    frames = [f for path in OKX for _, f in load_frames(path)
+              if f.startswith(b'{"arg":{"channel":"trades"')]
+    # every push twice: contracts of a linear and of an inverse instrument
+    return [(k, f) for f in frames for k in ("okx", "okx-inverse")]
+
+
 class Ring:
     """A trades ring and the route rows of symbol 0 (market 2) for both id keys."""
 
@@ -62,6 +74,9 @@ class Ring:
         self.writer = shm.Writer(self.name, shm.TRADE, 1 << 16)
         self.emitter = Emitter(1, {"trades": self.writer})
         self.routes = {k: self.emitter.trade_route(0, 2, k) for k in ("t", "a")}
+        for key, inverse in (("okx", False), ("okx-inverse", True)):
+            self.routes[key] = self.emitter.trade_route(0, 2)
+            self.emitter.set_trade_contract(self.routes[key], _CONTRACT, inverse)
         self.reader = shm.Reader(self.name)
 
     def scan(self, id_key: str, frame: bytes, n: int) -> tuple[int, np.ndarray]:
@@ -69,6 +84,9 @@ class Ring:
         if id_key == "i":
             result = scan_bybit_trades(frame, frame.find(b'"', 10), self.routes["t"],
                                        1000 + n, n)
+        elif id_key.startswith("okx"):
+            result = scan_okx_trades(frame, frame.find(b"}", 19), self.routes[id_key],
+                                     1000 + n, n)
         else:
             result = scan_binance_trade(frame, frame.find(b'"', 11), self.routes[id_key],
                                         1000 + n, n)
@@ -102,6 +120,22 @@ def _reference(id_key: str, frame: bytes, n: int) -> list[tuple[object, ...]] | 
             out.append((t.T * 1_000_000, 1000 + n, n, 0, 1, 2, FLAG_ID_HASHED if hashed else 0,
                         t.p, t.v, tid, aggressor_side(t.S)))
         return out
+    if id_key.startswith("okx"):
+        try:
+            push = decode_trade_push(frame)
+            if push.event:
+                return None   # the general path answers events: the kernel must decline
+            out = []
+            for t in push.data:
+                base = t.sz * _CONTRACT if id_key == "okx" else \
+                    t.sz * _CONTRACT / t.px if t.px > 0 else float("nan")
+                if not 0 <= t.ts * 1_000_000 < 2**63:
+                    return None
+                out.append((t.ts * 1_000_000, 1000 + n, n, 0, 1, 2, 0, t.px, base,
+                            int(t.tradeId), 1 if t.side == "buy" else -1))
+            return out
+        except (msgspec.DecodeError, ValueError):
+            return None
     decode = binance._DECODERS[binance._AGG if id_key == "a" else binance._TRADE]
     try:
         ev = decode(frame).data
@@ -132,20 +166,22 @@ def test_every_recorded_trade_is_committed_as_msgspec_decodes_it(ring: Ring) -> 
     assert sum(k == "a" for k, _ in frames) == 91               # cryptofeed aggTrade
     bybit_frames = _bybit_frames()
     assert len(bybit_frames) == 102                             # README
+    okx_frames = _okx_frames()
+    assert len(okx_frames) == 2 * (74 + 36)
     multi = 0
-    for n, (id_key, frame) in enumerate(frames + bybit_frames):
+    for n, (id_key, frame) in enumerate(frames + bybit_frames + okx_frames):
         result, got = ring.scan(id_key, frame, n)
         ref = _reference(id_key, frame, n)
         assert ref is not None and result != DECLINED, frame
         assert _agree(got, ref), (frame, got, ref)
-        assert result == (len(got) if id_key == "i" else got[0]["trade_id"])
+        assert result == (got[0]["trade_id"] if id_key in "ta" else len(got))
         multi += len(got) > 1
     assert multi > 10   # Bybit pushes carrying several trades were among them
 
 
-@pytest.mark.parametrize("exchange", ["binance", "bybit"])
+@pytest.mark.parametrize("exchange", ["binance", "bybit", "okx"])
 def test_mutated_frames_agree_with_msgspec_or_are_declined(ring: Ring, exchange: str) -> None:
-    frames = _trade_frames() if exchange == "binance" else _bybit_frames()
+    frames = {"binance": _trade_frames, "bybit": _bybit_frames, "okx": _okx_frames}[exchange]()
     rng = random.Random(20261122)
     accepted = declined = rejected = 0
     for n in range(100_000):
@@ -193,7 +229,7 @@ def test_a_closed_emitter_and_a_collector_take_the_general_path(ring: Ring) -> N
     assert Emitter(1, {"trades": Collector(shm.TRADE)}).trade_route(0, 2, "t") == 0
 
 
-@pytest.mark.parametrize("exchange", ["binance", "bybit"])
+@pytest.mark.parametrize("exchange", ["binance", "bybit", "okx"])
 def test_the_feed_commits_through_the_kernel_what_replay_produces(exchange: str) -> None:
     """The whole feed: a feed writing a ring (fast path) and the offline replay (Collector:
     general path) give the same trades for a recording."""
@@ -201,8 +237,10 @@ def test_the_feed_commits_through_the_kernel_what_replay_produces(exchange: str)
         path = DATA / RECORDINGS[0]
         snapshots = [DATA / "hftbacktest_usdm_btcusdt_20240808.rest_depth_snapshot.json"]
         expected_count = 21_313
-    else:
+    elif exchange == "bybit":
         path, snapshots, expected_count = BYBIT, [], 113   # 102 pushes, several multi-trade
+    else:
+        path, snapshots, expected_count = OKX[0], [], 74
     _, sink = replay(exchange, path, snapshots)
     expected = np.concatenate([c for stream, c in sink.chunks if stream == "trades"])
     name = shm.segment_name("t" + uuid.uuid4().hex[:8], exchange, "trades")

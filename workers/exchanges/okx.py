@@ -31,8 +31,10 @@ from shm.layout import DEPTH, FLAG_CHECKSUM_OK, FLAG_SNAPSHOT, BookState, Exchan
 
 from .book import Book, BookOverflow
 from .feed import ConnectionSpec, Count, Feed, FeedError, SymbolSpec
+from .json_scan import DECLINED
 from .okx_book import OkxBook, OkxSequence, OkxVerdict
 from .okx_frame import apply_frame
+from .okx_scan import scan_okx_trades
 from .okx_wire import (
     BboData,
     Envelope,
@@ -158,6 +160,11 @@ class OkxFeed(Feed):
         self._routes: dict[tuple[str, str], tuple[int, int, int]] = {}
         # the bytes between '{"arg":{"channel":"' and the arg's '}' -> route (books, trades, bbo)
         self._push_routes: dict[bytes, tuple[int, int, int]] = {}
+        # trades committed by okx_scan where the emitter writes a ring (0: the general path);
+        # _set_size keeps their contract sizes current
+        self._fast_trades = {s.symbol_id: emitter.trade_route(s.symbol_id,
+                                                              self.markets[s.symbol_id])
+                             for s in symbols if "trades" in s.streams}
         for s in symbols:
             sid, mk, want, inst = s.symbol_id, self.markets[s.symbol_id], set(s.streams), s.symbol
             if inst in self._sid_of:
@@ -219,6 +226,9 @@ class OkxFeed(Feed):
         spec = self.symbols[sid]
         size = (spec.contract_size, spec.market == "inverse")
         self._size[sid] = size
+        fast = self._fast_trades.get(sid, 0)
+        if fast:
+            self.emitter.set_trade_contract(fast, *size)
         book = self._books.get(sid)
         if book is not None:
             book.qty_scale, book.inverse = size
@@ -284,9 +294,15 @@ class OkxFeed(Feed):
     # -- hot path -----------------------------------------------------------------------
     def _on_frame(self, conn: str, data: bytes, recv: int, mono: int) -> None:
         if data.startswith(_PUSH):  # route on the arg's bytes, then one typed decode
-            route = self._push_routes.get(data[_PUSH_LEN:data.find(b"}", _PUSH_LEN)])
+            end = data.find(b"}", _PUSH_LEN)
+            route = self._push_routes.get(data[_PUSH_LEN:end])
             if route is not None:
                 kind, sid, mk = route
+                if kind == _TRADE:   # compiled: scan and commit in one call
+                    fast = self._fast_trades.get(sid, 0)
+                    if fast and scan_okx_trades(data, end, fast, recv, mono) != DECLINED:
+                        self.last_seen[route] = mono
+                        return
                 push: Any = _PUSH_DECODERS[kind](data)
                 if push.event:  # an event with arg first: the general path handles it
                     self._control(decode_envelope(data), data)

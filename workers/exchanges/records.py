@@ -37,7 +37,7 @@ from shm.layout import (
 
 from .book import Book
 from .book_commit import BookCommitter, depth_row, fill_prefix
-from .trade_scan import route_row
+from .trade_scan import route_row, set_contract
 
 __all__ = ["FEED_STREAMS", "Collector", "Emitter", "Output"]
 
@@ -220,7 +220,7 @@ class Emitter:
                                  exchange)
         # trades of one multi-trade message are packed here and committed together
         self._trade_out = outputs.get("trades")
-        self._trade_routes: list[np.ndarray] = []
+        self._trade_routes: dict[int, np.ndarray] = {}   # address -> route row
         self._trade_batch = np.zeros(_TRADE_BATCH, TRADE)
         self._trade_batch_addr = self._trade_batch.ctypes.data
         self._trade_n = 0
@@ -237,17 +237,22 @@ class Emitter:
                 raise ValueError(f"output for {name} has dtype {out.dtype}, expected "  # type: ignore[attr-defined]
                                  f"{dtype}")
 
-    def trade_route(self, sid: int, market: int, id_key: str) -> int:
+    def trade_route(self, sid: int, market: int, id_key: str = "t") -> int:
         """Address of a :func:`trade_scan.route_row` with which compiled code commits trades
-        of ``sid`` straight to the trades ring (``id_key``: ``t`` or ``a``, the trade id's
-        JSON key); 0 when the trades output is not a ring (a Collector) or absent."""
+        of ``sid`` straight to the trades ring (``id_key``: Binance's trade id key, ``t`` or
+        ``a``); 0 when the trades output is not a ring (a Collector) or absent."""
         target = getattr(self._trade_out, "commit_target", None)
         if target is None or self._trade_stage is None:
             return 0
         row = route_row(target(), address_of(self._trade_stage), self.exchange, sid, market,
                         id_key, self._trade_batch)
-        self._trade_routes.append(row)   # kept alive: compiled code holds its address
-        return address_of(row)
+        address = address_of(row)
+        self._trade_routes[address] = row   # kept alive: compiled code holds its address
+        return address
+
+    def set_trade_contract(self, route: int, contract: float, inverse: bool) -> None:
+        """Set the contract size of the route row at address ``route`` (OKX)."""
+        set_contract(self._trade_routes[route], contract, inverse)
 
     def _staging(self, stream: str, dtype: np.dtype) -> tuple[Any, Any, Any]:
         out = self.outputs.get(stream)
@@ -267,7 +272,7 @@ class Emitter:
     def close(self) -> None:
         """Stop committing through raw ring addresses (call before closing the writers)."""
         self.trade = _closed
-        for row in self._trade_routes:
+        for row in self._trade_routes.values():
             row[0] = 0   # trade_scan declines from now on
 
     def trade_add(self, sid: int, market: int, ts_ex: int, recv: int, mono: int, price: float,

@@ -1,0 +1,229 @@
+"""The compiled path of an OKX ``trades`` push (see :mod:`.trade_scan`)."""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from .json_scan import (
+    DECLINED,
+    code,
+    flat_value_end,
+    int_value,
+    number_end,
+    parse_decimal,
+    string_end,
+    word,
+)
+from .trade_scan import (
+    KERNEL,
+    MAX_MS,
+    R_BATCH,
+    R_CAPACITY,
+    R_HDR,
+    R_INVERSE,
+    TRADE_SIZE,
+    commit_trades,
+    contract_of,
+    entry_point,
+    fill_trade,
+    route_view,
+)
+
+__all__ = ["okx_trades_kernel", "scan_okx_trades"]
+
+_QUOTE, _COLON, _COMMA, _CLOSE = 34, 58, 44, 125
+_OPEN_ARRAY, _CLOSE_ARRAY, _OPEN = 91, 93, 123
+_MS_NS = 1_000_000
+_ID_MAX = 2**63 - 1
+_DATA, _EVENT, _INST, _TRADE_ID, _PX, _SZ, _SIDE, _TS, _COUNT, _BUY, _SELL = (
+    word(w) for w in (b"data", b"event", b"instId", b"tradeId", b"px", b"sz", b"side", b"ts",
+                      b"count", b"buy", b"sell"))
+# the frame's opening '{"arg":{"channel":"', compared as integers
+_ARG_A, _ARG_B, _ARG_C = word(b'{"arg":'), word(b'{"chann'), word(b'el":"')
+
+
+@nb.njit(cache=True)
+def _flat_object_end(buf, i, n):  # pragma: no cover - njit
+    """Index of the ``}`` closing the flat object that opens at ``i``, or -1."""
+    if i >= n or buf[i] != _OPEN:
+        return -1
+    i += 1
+    while True:
+        if i >= n or buf[i] != _QUOTE:
+            return -1
+        key_end = string_end(buf, i + 1, n)
+        if key_end < 0 or key_end + 1 >= n or buf[key_end + 1] != _COLON:
+            return -1
+        i = flat_value_end(buf, key_end + 2, n)
+        if i < 0 or i >= n:
+            return -1
+        if buf[i] == _CLOSE:
+            return i
+        if buf[i] != _COMMA:
+            return -1
+        i += 1
+
+
+@nb.njit(cache=True, inline="always")
+def _number(buf, v, end):  # pragma: no cover - njit
+    """``(lo, hi)`` of the number in the value ``buf[v:end]`` (a string holding a JSON number
+    or a bare number; strict=False lets msgspec read both), or ``(-1, -1)``."""
+    if buf[v] == _QUOTE:
+        lo, hi = v + 1, end - 1
+        if lo >= hi or number_end(buf, lo, hi + 1) != hi:
+            return -1, -1
+        return lo, hi
+    if not (buf[v] == 45 or 48 <= buf[v] <= 57):
+        return -1, -1   # a literal
+    return v, end
+
+
+@nb.njit(cache=True)
+def _okx_trade(buf, i, n, ctx, contract, row, recv, mono):  # pragma: no cover - njit
+    """Scan one trade object at ``i`` into ``row``; the index after it, or -1. Fields as
+    ``okx_wire.Trade``: ``instId``, ``tradeId`` (a decimal string: ``int()`` on the general
+    path), ``px``, ``sz`` (decimals), ``side`` (``buy``/``sell``), ``ts`` (ms), optional
+    ``count`` (int); other keys: flat values, skipped."""
+    if i >= n or buf[i] != _OPEN:
+        return -1
+    i += 1
+    ts_ms = trade_id = DECLINED
+    price = qty = np.nan
+    side = 0
+    have_inst = False
+    while True:
+        if i >= n or buf[i] != _QUOTE:
+            return -1
+        key_end = string_end(buf, i + 1, n)
+        if key_end < 0 or key_end + 1 >= n or buf[key_end + 1] != _COLON:
+            return -1
+        key = code(buf, i + 1, key_end)
+        v = key_end + 2
+        end = flat_value_end(buf, v, n)
+        if end < 0:
+            return -1
+        is_str = buf[v] == _QUOTE
+        if key == _INST:
+            if not is_str:
+                return -1
+            have_inst = True
+        elif key == _TRADE_ID:
+            if not is_str or not 0 < end - v - 2 <= 18:
+                return -1
+            trade_id = int_value(buf, v + 1, end - 1, 0, _ID_MAX)
+            if trade_id == DECLINED:
+                return -1
+        elif key == _PX or key == _SZ:
+            lo, hi = _number(buf, v, end)
+            if lo < 0:
+                return -1
+            value = parse_decimal(buf, lo, hi)
+            if key == _PX:
+                price = value
+            else:
+                qty = value
+        elif key == _SIDE:
+            if not is_str:
+                return -1
+            value_code = code(buf, v + 1, end - 1)
+            side = 1 if value_code == _BUY else -1 if value_code == _SELL else 0
+            if side == 0:
+                return -1   # Literal["buy", "sell"]
+        elif key == _TS or key == _COUNT:
+            lo, hi = _number(buf, v, end)
+            if lo < 0:
+                return -1
+            if key == _TS:
+                ts_ms = int_value(buf, lo, hi, 0, MAX_MS)
+                if ts_ms == DECLINED:
+                    return -1
+            elif int_value(buf, lo, hi, -_ID_MAX, _ID_MAX) == DECLINED:
+                return -1
+        i = end
+        if i >= n:
+            return -1
+        if buf[i] == _COMMA:
+            i += 1
+            continue
+        if buf[i] != _CLOSE:
+            return -1
+        break
+    if (ts_ms == DECLINED or trade_id == DECLINED or side == 0 or not have_inst
+            or price != price or qty != qty):
+        return -1
+    if ctx[R_INVERSE]:   # OkxFeed._base: contracts to base units, in the same operations
+        base = qty * contract / price if price > 0 else np.nan
+    else:
+        base = qty * contract
+    fill_trade(ctx, row, ts_ms * _MS_NS, recv, mono, 0, price, base, trade_id, side)
+    return i + 1
+
+
+@nb.njit(KERNEL, cache=True)
+def okx_trades_kernel(raw, start, route, recv, mono):  # pragma: no cover - njit
+    """Scan a ``trades`` push whose arg object closes at ``start``, commit its trades as one
+    batch, and return how many; :data:`DECLINED` (nothing committed) otherwise. Top-level
+    keys as ``okx_wire.TradePush``: ``data`` (the trades; absent: none); ``event`` declines
+    (the general path answers events); others: flat values, skipped."""
+    ctx = route_view(route)
+    if ctx[R_HDR] == 0:
+        return DECLINED
+    buf = raw
+    n = len(buf)
+    if (start < 19 or code(buf, 0, 7) != _ARG_A or code(buf, 7, 14) != _ARG_B
+            or code(buf, 14, 19) != _ARG_C or _flat_object_end(buf, 7, n) != start):
+        return DECLINED
+    contract = contract_of(route)
+    batch, capacity = ctx[R_BATCH], ctx[R_CAPACITY]
+    count = -1
+    i = start + 1
+    while True:
+        if i >= n:
+            return DECLINED
+        if buf[i] == _CLOSE:
+            break
+        if buf[i] != _COMMA or i + 1 >= n or buf[i + 1] != _QUOTE:
+            return DECLINED
+        key_end = string_end(buf, i + 2, n)
+        if key_end < 0 or key_end + 1 >= n or buf[key_end + 1] != _COLON:
+            return DECLINED
+        key = code(buf, i + 2, key_end)
+        i = key_end + 2
+        if key == _EVENT:
+            return DECLINED
+        if key != _DATA:
+            i = flat_value_end(buf, i, n)
+            if i < 0:
+                return DECLINED
+            continue
+        if count >= 0 or i >= n or buf[i] != _OPEN_ARRAY:
+            return DECLINED   # "data" twice, or not an array
+        count = 0
+        i += 1
+        if i < n and buf[i] == _CLOSE_ARRAY:
+            i += 1
+            continue
+        while True:
+            if count == capacity:
+                return DECLINED
+            i = _okx_trade(buf, i, n, ctx, contract, batch + count * TRADE_SIZE, recv, mono)
+            if i < 0:
+                return DECLINED
+            count += 1
+            if i < n and buf[i] == _COMMA:
+                i += 1
+                continue
+            if i < n and buf[i] == _CLOSE_ARRAY:
+                i += 1
+                break
+            return DECLINED
+    if i + 1 != n:
+        return DECLINED
+    if count > 0:
+        commit_trades(ctx, batch, count)
+    return max(count, 0)
+
+
+#: :func:`okx_trades_kernel` without numba's dispatcher
+scan_okx_trades = entry_point(okx_trades_kernel)
