@@ -21,12 +21,11 @@ from shm.atomics import address_of
 from shm.layout import FLAG_ID_HASHED
 from workers.exchanges import binance, bybit
 from workers.exchanges.binance_scan import scan_binance_trade
-from workers.exchanges.bybit_scan import scan_bybit_trades
 from workers.exchanges.bybit_wire import aggressor_side, trade_id
 from workers.exchanges.feed import Count, SymbolSpec
 from workers.exchanges.json_scan import DECLINED, parse_decimal
-from workers.exchanges.okx_scan import scan_okx_trades
 from workers.exchanges.okx_wire import decode_trade_push
+from workers.exchanges.push_scan import scan_push_trades
 from workers.exchanges.records import Collector, Emitter
 from workers.exchanges.replay import load_frames, replay
 
@@ -73,20 +72,21 @@ class Ring:
         self.name = shm.segment_name("t" + uuid.uuid4().hex[:8], "binance", "trades")
         self.writer = shm.Writer(self.name, shm.TRADE, 1 << 16)
         self.emitter = Emitter(1, {"trades": self.writer})
-        self.routes = {k: self.emitter.trade_route(0, 2, k) for k in ("t", "a")}
+        self.routes = {k: self.emitter.trade_route(0, 2, fmt)
+                       for k, fmt in (("t", "trade"), ("a", "aggTrade"), ("i", "bybit"))}
         for key, inverse in (("okx", False), ("okx-inverse", True)):
-            self.routes[key] = self.emitter.trade_route(0, 2)
+            self.routes[key] = self.emitter.trade_route(0, 2, "okx")
             self.emitter.set_trade_contract(self.routes[key], _CONTRACT, inverse)
         self.reader = shm.Reader(self.name)
 
     def scan(self, id_key: str, frame: bytes, n: int) -> tuple[int, np.ndarray]:
         """The kernel's result and what it committed."""
         if id_key == "i":
-            result = scan_bybit_trades(frame, frame.find(b'"', 10), self.routes["t"],
-                                       1000 + n, n)
+            result = scan_push_trades(frame, frame.find(b'"', 10), self.routes["i"],
+                                      1000 + n, n)
         elif id_key.startswith("okx"):
-            result = scan_okx_trades(frame, frame.find(b"}", 19), self.routes[id_key],
-                                     1000 + n, n)
+            result = scan_push_trades(frame, frame.find(b"}", 19), self.routes[id_key],
+                                      1000 + n, n)
         else:
             result = scan_binance_trade(frame, frame.find(b'"', 11), self.routes[id_key],
                                         1000 + n, n)
@@ -226,7 +226,7 @@ def test_a_closed_emitter_and_a_collector_take_the_general_path(ring: Ring) -> N
     ring.emitter.close()
     tid, got = ring.scan("t", frame, 1)
     assert tid == DECLINED and len(got) == 0
-    assert Emitter(1, {"trades": Collector(shm.TRADE)}).trade_route(0, 2, "t") == 0
+    assert Emitter(1, {"trades": Collector(shm.TRADE)}).trade_route(0, 2, "trade") == 0
 
 
 @pytest.mark.parametrize("exchange", ["binance", "bybit", "okx"])
@@ -269,3 +269,8 @@ def test_spec_without_trades_has_no_route() -> None:
                                Emitter(1, {}))
     assert feed._fast_trades == {}   # type: ignore[attr-defined]
     assert address_of(np.zeros(1)) != 0
+
+
+def test_an_unknown_frame_format_is_refused_by_name(ring: Ring) -> None:
+    with pytest.raises(ValueError, match="format 'kraken' is not one of"):
+        ring.emitter.trade_route(0, 2, "kraken")

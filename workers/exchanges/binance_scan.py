@@ -9,6 +9,7 @@ from .json_scan import (
     DECLINED,
     code,
     int_value,
+    key_at,
     literal_end,
     number_end,
     parse_decimal,
@@ -18,8 +19,8 @@ from .json_scan import (
 from .trade_scan import (
     KERNEL,
     MAX_MS,
+    R_FORMAT,
     R_HDR,
-    R_ID_KEY,
     R_STAGE,
     commit_trades,
     entry_point,
@@ -29,7 +30,7 @@ from .trade_scan import (
 
 __all__ = ["binance_trade_kernel", "scan_binance_trade"]
 
-_QUOTE, _COLON, _COMMA, _CLOSE = 34, 58, 44, 125
+_QUOTE, _COMMA, _CLOSE = 34, 44, 125
 _MS_NS = 1_000_000
 # the frame's opening, compared as integers: '{"stream":"' and '","data":{'
 _STREAM_A, _STREAM_B = word(b'{"strea'), word(b'm":"')
@@ -49,7 +50,7 @@ def binance_trade_kernel(raw, start, route, recv, mono):  # pragma: no cover - n
     ctx = route_view(route)
     if ctx[R_HDR] == 0:
         return DECLINED   # the emitter closed: its ring may be unmapped
-    idk = ctx[R_ID_KEY]   # the id's key: t (trade) or a (aggTrade)
+    idk = ctx[R_FORMAT]   # the id's key: FORMATS has t for trade, a for aggTrade
     buf = raw
     n = len(buf)
     # the whole frame is checked, the envelope too: '{"stream":"<name>","data":{'
@@ -66,10 +67,8 @@ def binance_trade_kernel(raw, start, route, recv, mono):  # pragma: no cover - n
     maker = -1
     have_s = False
     while True:
-        if i >= n or buf[i] != _QUOTE:
-            return DECLINED
-        key_end = string_end(buf, i + 1, n)
-        if key_end < 0 or key_end + 1 >= n or buf[key_end + 1] != _COLON:
+        key_end = key_at(buf, i, n)
+        if key_end < 0:
             return DECLINED
         key = buf[i + 1] if key_end == i + 2 else 0   # the fields we read are one letter
         i = key_end + 2

@@ -19,7 +19,6 @@ import msgspec
 from shm.layout import FLAG_ID_HASHED, FLAG_SNAPSHOT, BookState, Exchange
 
 from .book_commit import APPLIED, OVERFLOW
-from .bybit_scan import scan_bybit_trades
 from .bybit_sync import FUNDING, OPEN_INTEREST, BybitBookSync, TickerState, Verdict
 from .bybit_wire import (
     BookData,
@@ -35,6 +34,7 @@ from .bybit_wire import (
 )
 from .feed import ConnectionSpec, Count, Feed, FeedError, SymbolSpec
 from .json_scan import DECLINED
+from .push_scan import scan_push_trades
 from .records import Emitter
 
 __all__ = ["BybitFeed", "BybitUrls"]
@@ -108,7 +108,7 @@ class BybitFeed(Feed):
                 self.tickers[sid], self._ticker_wants[sid] = TickerState(), wants
         # trades committed by trade_scan where the emitter writes a ring (0: the general path)
         self._fast_trades = {s.symbol_id: emitter.trade_route(s.symbol_id,
-                                                              self.markets[s.symbol_id], "i")
+                                                              self.markets[s.symbol_id], "bybit")
                              for s in symbols if "trades" in s.streams}
         # offline replay has no connections: route on the topic alone (a capture holds one
         # market, so topics cannot collide across connections there)
@@ -196,7 +196,7 @@ class BybitFeed(Feed):
             self._book(sid, mk, _decode_book(data), recv, mono)
         elif kind == _TRADE:
             fast = self._fast_trades.get(sid, 0)   # compiled: scan and commit in one call
-            if fast and scan_bybit_trades(data, end, fast, recv, mono) != DECLINED:
+            if fast and scan_push_trades(data, end, fast, recv, mono) != DECLINED:
                 return
             for t in _decode_trades(data).data:
                 tid, hashed = trade_id(t.i)

@@ -1,4 +1,5 @@
-"""The compiled path of a Bybit ``publicTrade`` push (see :mod:`.trade_scan`)."""
+"""Bybit ``publicTrade`` pushes for the compiled path (:mod:`.push_scan` runs the loop; see
+:mod:`.trade_scan`): the frame's opening, its top-level values and one trade object."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from .json_scan import (
     code,
     flat_value_end,
     int_value,
+    key_at,
     literal_end,
     number_end,
     parse_decimal,
@@ -19,19 +21,11 @@ from .json_scan import (
     word,
 )
 from .trade_scan import (
-    KERNEL,
     MAX_MS,
-    R_BATCH,
-    R_CAPACITY,
-    R_HDR,
-    TRADE_SIZE,
-    commit_trades,
-    entry_point,
     fill_trade,
-    route_view,
 )
 
-__all__ = ["bybit_trades_kernel", "scan_bybit_trades"]
+__all__ = ["bybit_opening", "bybit_top_value_ok", "bybit_trade"]
 
 _QUOTE, _COLON, _COMMA, _CLOSE = 34, 58, 44, 125
 _OPEN_ARRAY, _CLOSE_ARRAY, _OPEN = 91, 93, 123
@@ -44,7 +38,7 @@ _TOPIC_A, _TOPIC_B = word(b'{"topic'), word(b'":"')   # the frame's opening '{"t
 
 
 @nb.njit(cache=True)
-def _bybit_trade(buf, i, n, ctx, row, recv, mono):  # pragma: no cover - njit
+def bybit_trade(buf, i, n, ctx, row, recv, mono):  # pragma: no cover - njit
     """Scan one ``publicTrade`` object at ``i`` into ``row``; the index after it, or -1.
     Fields as ``bybit_wire.Trade``: ``T`` (ms), ``s``, ``S``, ``v``, ``p``, ``i`` (a decimal
     id or a UUID, folded as ``bybit_wire.trade_id`` does; other ids: declined), optional
@@ -59,10 +53,8 @@ def _bybit_trade(buf, i, n, ctx, row, recv, mono):  # pragma: no cover - njit
     if i < n and buf[i] == _CLOSE:
         return -1   # required fields missing
     while True:
-        if i >= n or buf[i] != _QUOTE:
-            return -1
-        key_end = string_end(buf, i + 1, n)
-        if key_end < 0 or key_end + 1 >= n or buf[key_end + 1] != _COLON:
+        key_end = key_at(buf, i, n)
+        if key_end < 0:
             return -1
         ks = i + 1
         klen = key_end - ks
@@ -172,75 +164,20 @@ def _bybit_id(buf, lo, hi):  # pragma: no cover - njit
     return v, FLAG_ID_HASHED
 
 
-@nb.njit(KERNEL, cache=True)
-def bybit_trades_kernel(raw, start, route, recv, mono):  # pragma: no cover - njit
-    """Scan a ``publicTrade`` push whose topic string ends at ``start``, commit its trades
-    as one batch, and return how many; :data:`DECLINED` (nothing committed) otherwise.
-    Top-level keys as ``bybit_wire.Push``: ``data`` (required, the trades), ``type``
-    (string), ``ts`` (ms); others (``topic``, ``cts``): flat values, skipped."""
-    ctx = route_view(route)
-    if ctx[R_HDR] == 0:
-        return DECLINED
-    buf = raw
-    n = len(buf)
-    if (start < 10 or code(buf, 0, 7) != _TOPIC_A or code(buf, 7, 10) != _TOPIC_B
-            or string_end(buf, 10, n) != start):
-        return DECLINED
-    batch, capacity = ctx[R_BATCH], ctx[R_CAPACITY]
-    count = -1
-    i = start + 1
-    while True:
-        if i >= n:
-            return DECLINED
-        if buf[i] == _CLOSE:
-            break
-        if buf[i] != _COMMA or i + 1 >= n or buf[i + 1] != _QUOTE:
-            return DECLINED
-        key_end = string_end(buf, i + 2, n)
-        if key_end < 0 or key_end + 1 >= n or buf[key_end + 1] != _COLON:
-            return DECLINED
-        ks = i + 2
-        i = key_end + 2
-        key = code(buf, ks, key_end)
-        if key == _DATA:
-            if count >= 0 or i >= n or buf[i] != _OPEN_ARRAY:
-                return DECLINED   # "data" twice, or not an array
-            count = 0
-            i += 1
-            if i < n and buf[i] == _CLOSE_ARRAY:
-                i += 1
-                continue
-            while True:
-                if count == capacity:
-                    return DECLINED
-                i = _bybit_trade(buf, i, n, ctx, batch + count * TRADE_SIZE, recv, mono)
-                if i < 0:
-                    return DECLINED
-                count += 1
-                if i < n and buf[i] == _COMMA:
-                    i += 1
-                    continue
-                if i < n and buf[i] == _CLOSE_ARRAY:
-                    i += 1
-                    break
-                return DECLINED
-            continue
-        end = flat_value_end(buf, i, n)
-        if end < 0:
-            return DECLINED
-        if key == _TYPE:
-            if buf[i] != _QUOTE:
-                return DECLINED   # msgspec wants a string
-        elif key == _TS:
-            if buf[i] == _QUOTE or int_value(buf, i, end, 0, _MAX_TS_MS) == DECLINED:
-                return DECLINED
-        i = end
-    if i + 1 != n or count < 0:
-        return DECLINED
-    if count:
-        commit_trades(ctx, batch, count)
-    return count
+@nb.njit(cache=True, inline="always")
+def bybit_opening(buf, start, n):  # pragma: no cover - njit
+    """True if the frame opens with ``{"topic":"`` and a plain topic string ending at
+    ``start``."""
+    return (start >= 10 and code(buf, 0, 7) == _TOPIC_A and code(buf, 7, 10) == _TOPIC_B
+            and string_end(buf, 10, n) == start)
 
 
-#: :func:`bybit_trades_kernel` without numba's dispatcher
-scan_bybit_trades = entry_point(bybit_trades_kernel)
+@nb.njit(cache=True, inline="always")
+def bybit_top_value_ok(buf, key, i, end):  # pragma: no cover - njit
+    """Whether a top-level value other than ``data`` passes ``bybit_wire.Push``: ``type``
+    a string, ``ts`` ms within bounds; other keys (``topic``, ``cts``) anything flat."""
+    if key == _TYPE:
+        return buf[i] == _QUOTE
+    if key == _TS:
+        return buf[i] != _QUOTE and int_value(buf, i, end, 0, _MAX_TS_MS) != DECLINED
+    return True

@@ -17,6 +17,7 @@ __all__ = [
     "code",
     "flat_value_end",
     "int_value",
+    "key_at",
     "literal_end",
     "number_end",
     "parse_decimal",
@@ -170,3 +171,15 @@ def code(buf: np.ndarray, lo: int, hi: int) -> int:  # pragma: no cover - njit
     for k in range(hi - 1, lo - 1, -1):
         v = (v << 8) | buf[k]
     return v
+
+
+@nb.njit(cache=True, inline="always")
+def key_at(buf: np.ndarray, i: int, n: int) -> int:  # pragma: no cover - njit
+    """Index of the quote closing the object key that opens at ``i`` (checked: a quote, a
+    plain string, then a colon), or -1."""
+    if i >= n or buf[i] != _QUOTE:
+        return -1
+    end = string_end(buf, i + 1, n)
+    if end < 0 or end + 1 >= n or buf[end + 1] != 58:
+        return -1
+    return end

@@ -34,7 +34,6 @@ from .feed import ConnectionSpec, Count, Feed, FeedError, SymbolSpec
 from .json_scan import DECLINED
 from .okx_book import OkxBook, OkxSequence, OkxVerdict
 from .okx_frame import apply_frame
-from .okx_scan import scan_okx_trades
 from .okx_wire import (
     BboData,
     Envelope,
@@ -53,6 +52,7 @@ from .okx_wire import (
     decode_trade_push,
     decode_trades,
 )
+from .push_scan import scan_push_trades
 from .records import Collector, Emitter
 
 __all__ = ["BOOK_CHANNELS", "OkxFeed", "OkxUrls", "inst_type", "market_of", "warm_kernels"]
@@ -163,7 +163,7 @@ class OkxFeed(Feed):
         # trades committed by okx_scan where the emitter writes a ring (0: the general path);
         # _set_size keeps their contract sizes current
         self._fast_trades = {s.symbol_id: emitter.trade_route(s.symbol_id,
-                                                              self.markets[s.symbol_id])
+                                                              self.markets[s.symbol_id], "okx")
                              for s in symbols if "trades" in s.streams}
         for s in symbols:
             sid, mk, want, inst = s.symbol_id, self.markets[s.symbol_id], set(s.streams), s.symbol
@@ -300,7 +300,7 @@ class OkxFeed(Feed):
                 kind, sid, mk = route
                 if kind == _TRADE:   # compiled: scan and commit in one call
                     fast = self._fast_trades.get(sid, 0)
-                    if fast and scan_okx_trades(data, end, fast, recv, mono) != DECLINED:
+                    if fast and scan_push_trades(data, end, fast, recv, mono) != DECLINED:
                         self.last_seen[route] = mono
                         return
                 push: Any = _PUSH_DECODERS[kind](data)

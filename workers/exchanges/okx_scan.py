@@ -1,4 +1,5 @@
-"""The compiled path of an OKX ``trades`` push (see :mod:`.trade_scan`)."""
+"""OKX ``trades`` pushes for the compiled path (:mod:`.push_scan` runs the loop; see
+:mod:`.trade_scan`): the frame's opening and one trade object, sized by the contract."""
 
 from __future__ import annotations
 
@@ -10,27 +11,18 @@ from .json_scan import (
     code,
     flat_value_end,
     int_value,
+    key_at,
     number_end,
     parse_decimal,
-    string_end,
     word,
 )
 from .trade_scan import (
-    KERNEL,
     MAX_MS,
-    R_BATCH,
-    R_CAPACITY,
-    R_HDR,
     R_INVERSE,
-    TRADE_SIZE,
-    commit_trades,
-    contract_of,
-    entry_point,
     fill_trade,
-    route_view,
 )
 
-__all__ = ["okx_trades_kernel", "scan_okx_trades"]
+__all__ = ["okx_opening", "okx_trade"]
 
 _QUOTE, _COLON, _COMMA, _CLOSE = 34, 58, 44, 125
 _OPEN_ARRAY, _CLOSE_ARRAY, _OPEN = 91, 93, 123
@@ -50,10 +42,8 @@ def _flat_object_end(buf, i, n):  # pragma: no cover - njit
         return -1
     i += 1
     while True:
-        if i >= n or buf[i] != _QUOTE:
-            return -1
-        key_end = string_end(buf, i + 1, n)
-        if key_end < 0 or key_end + 1 >= n or buf[key_end + 1] != _COLON:
+        key_end = key_at(buf, i, n)
+        if key_end < 0:
             return -1
         i = flat_value_end(buf, key_end + 2, n)
         if i < 0 or i >= n:
@@ -80,7 +70,7 @@ def _number(buf, v, end):  # pragma: no cover - njit
 
 
 @nb.njit(cache=True)
-def _okx_trade(buf, i, n, ctx, contract, row, recv, mono):  # pragma: no cover - njit
+def okx_trade(buf, i, n, ctx, contract, row, recv, mono):  # pragma: no cover - njit
     """Scan one trade object at ``i`` into ``row``; the index after it, or -1. Fields as
     ``okx_wire.Trade``: ``instId``, ``tradeId`` (a decimal string: ``int()`` on the general
     path), ``px``, ``sz`` (decimals), ``side`` (``buy``/``sell``), ``ts`` (ms), optional
@@ -93,10 +83,8 @@ def _okx_trade(buf, i, n, ctx, contract, row, recv, mono):  # pragma: no cover -
     side = 0
     have_inst = False
     while True:
-        if i >= n or buf[i] != _QUOTE:
-            return -1
-        key_end = string_end(buf, i + 1, n)
-        if key_end < 0 or key_end + 1 >= n or buf[key_end + 1] != _COLON:
+        key_end = key_at(buf, i, n)
+        if key_end < 0:
             return -1
         key = code(buf, i + 1, key_end)
         v = key_end + 2
@@ -160,70 +148,9 @@ def _okx_trade(buf, i, n, ctx, contract, row, recv, mono):  # pragma: no cover -
     return i + 1
 
 
-@nb.njit(KERNEL, cache=True)
-def okx_trades_kernel(raw, start, route, recv, mono):  # pragma: no cover - njit
-    """Scan a ``trades`` push whose arg object closes at ``start``, commit its trades as one
-    batch, and return how many; :data:`DECLINED` (nothing committed) otherwise. Top-level
-    keys as ``okx_wire.TradePush``: ``data`` (the trades; absent: none); ``event`` declines
-    (the general path answers events); others: flat values, skipped."""
-    ctx = route_view(route)
-    if ctx[R_HDR] == 0:
-        return DECLINED
-    buf = raw
-    n = len(buf)
-    if (start < 19 or code(buf, 0, 7) != _ARG_A or code(buf, 7, 14) != _ARG_B
-            or code(buf, 14, 19) != _ARG_C or _flat_object_end(buf, 7, n) != start):
-        return DECLINED
-    contract = contract_of(route)
-    batch, capacity = ctx[R_BATCH], ctx[R_CAPACITY]
-    count = -1
-    i = start + 1
-    while True:
-        if i >= n:
-            return DECLINED
-        if buf[i] == _CLOSE:
-            break
-        if buf[i] != _COMMA or i + 1 >= n or buf[i + 1] != _QUOTE:
-            return DECLINED
-        key_end = string_end(buf, i + 2, n)
-        if key_end < 0 or key_end + 1 >= n or buf[key_end + 1] != _COLON:
-            return DECLINED
-        key = code(buf, i + 2, key_end)
-        i = key_end + 2
-        if key == _EVENT:
-            return DECLINED
-        if key != _DATA:
-            i = flat_value_end(buf, i, n)
-            if i < 0:
-                return DECLINED
-            continue
-        if count >= 0 or i >= n or buf[i] != _OPEN_ARRAY:
-            return DECLINED   # "data" twice, or not an array
-        count = 0
-        i += 1
-        if i < n and buf[i] == _CLOSE_ARRAY:
-            i += 1
-            continue
-        while True:
-            if count == capacity:
-                return DECLINED
-            i = _okx_trade(buf, i, n, ctx, contract, batch + count * TRADE_SIZE, recv, mono)
-            if i < 0:
-                return DECLINED
-            count += 1
-            if i < n and buf[i] == _COMMA:
-                i += 1
-                continue
-            if i < n and buf[i] == _CLOSE_ARRAY:
-                i += 1
-                break
-            return DECLINED
-    if i + 1 != n:
-        return DECLINED
-    if count > 0:
-        commit_trades(ctx, batch, count)
-    return max(count, 0)
-
-
-#: :func:`okx_trades_kernel` without numba's dispatcher
-scan_okx_trades = entry_point(okx_trades_kernel)
+@nb.njit(cache=True, inline="always")
+def okx_opening(buf, start, n):  # pragma: no cover - njit
+    """True if the frame opens with ``{"arg":{"channel":"`` and the arg is a flat object
+    closing at ``start``."""
+    return (start >= 19 and code(buf, 0, 7) == _ARG_A and code(buf, 7, 14) == _ARG_B
+            and code(buf, 14, 19) == _ARG_C and _flat_object_end(buf, 7, n) == start)

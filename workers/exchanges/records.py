@@ -237,15 +237,15 @@ class Emitter:
                 raise ValueError(f"output for {name} has dtype {out.dtype}, expected "  # type: ignore[attr-defined]
                                  f"{dtype}")
 
-    def trade_route(self, sid: int, market: int, id_key: str = "t") -> int:
+    def trade_route(self, sid: int, market: int, fmt: str) -> int:
         """Address of a :func:`trade_scan.route_row` with which compiled code commits trades
-        of ``sid`` straight to the trades ring (``id_key``: Binance's trade id key, ``t`` or
-        ``a``); 0 when the trades output is not a ring (a Collector) or absent."""
+        of ``sid`` in frames of format ``fmt`` (a key of ``trade_scan.FORMATS``) straight to
+        the trades ring; 0 when the trades output is not a ring (a Collector) or absent."""
         target = getattr(self._trade_out, "commit_target", None)
         if target is None or self._trade_stage is None:
             return 0
         row = route_row(target(), address_of(self._trade_stage), self.exchange, sid, market,
-                        id_key, self._trade_batch)
+                        fmt, self._trade_batch)
         address = address_of(row)
         self._trade_routes[address] = row   # kept alive: compiled code holds its address
         return address

@@ -19,6 +19,8 @@ digits is ``mantissa / 10**fraction`` with both operands exact doubles, and one 
 division rounds correctly (Clinger's fast path), as msgspec's parser does. Anything longer
 is declined, and so is anything outside the bounds the wire structs declare.
 
+:mod:`.push_scan` holds the loop over a push's trades that Bybit and OKX share.
+
 A kernel is called as ``kernel(frame, start, route, recv_ns, mono_ns)``: ``route`` is the
 address of a :func:`route_row` (five arguments instead of fifteen: numba unboxes each, ≈ 30 ns
 apiece) and ``start`` the index the Python router already found (the end of the stream name,
@@ -46,8 +48,8 @@ __all__ = [
     "R_BATCH",
     "R_CAPACITY",
     "R_CONTRACT",
+    "R_FORMAT",
     "R_HDR",
-    "R_ID_KEY",
     "R_INVERSE",
     "TRADE_SIZE",
     "commit_trades",
@@ -67,11 +69,14 @@ _F64P = typed_pointer(nb.float64)
 _MS_NS = 1_000_000
 
 # the route row: commit target (hdr, ring, mask, words, stamp_word, waiters), the staging
-# row, the record's exchange / symbol id / market, the Binance id key, the batch buffer and its
-# capacity (records), and OKX's contract size (float64 bits) and inverse flag
-R_HDR, R_STAGE, R_EXCHANGE, R_SID, R_MARKET, R_ID_KEY, R_BATCH, R_CAPACITY, R_CONTRACT, \
+# row, the record's exchange / symbol id / market, the frame format (FORMATS), the batch buffer
+# and its capacity (records), and OKX's contract size (float64 bits) and inverse flag
+R_HDR, R_STAGE, R_EXCHANGE, R_SID, R_MARKET, R_FORMAT, R_BATCH, R_CAPACITY, R_CONTRACT, \
     R_INVERSE = 0, 6, 7, 8, 9, 10, 11, 12, 13, 14
 ROUTE_WORDS = 15
+#: frame formats: Binance ``trade`` (its id is ``t``) and ``aggTrade`` (``a``), a Bybit
+#: ``publicTrade`` push, an OKX ``trades`` push
+FORMATS = {"trade": ord("t"), "aggTrade": ord("a"), "bybit": ord("b"), "okx": ord("o")}
 #: every kernel's signature: (frame bytes, start, route address, recv ns, mono ns) -> int64
 KERNEL = nb.int64(nb.types.Bytes(nb.uint8, 1, "C", readonly=True), nb.int64, nb.int64,
                   nb.int64, nb.int64)
@@ -108,15 +113,17 @@ def commit_trades(ctx: Any, addr: int, count: int) -> None:  # pragma: no cover 
 
 
 def route_row(commit_target: tuple[int, ...], stage: int, exchange: int, sid: int,
-              market: int, id_key: str, batch: np.ndarray, contract: float = 1.0,
+              market: int, fmt: str, batch: np.ndarray, contract: float = 1.0,
               inverse: bool = False) -> np.ndarray:
     """What the kernels need to commit one stream's trades: the ring's ``commit_target()``,
-    the staging row's address, the record's exchange, symbol id and market, the key of the
-    trade id (Binance: ``t`` for ``trade``, ``a`` for ``aggTrade``), a batch buffer of
+    the staging row's address, the record's exchange, symbol id and market, the frame
+    format (a key of :data:`FORMATS`), a batch buffer of
     TRADE records for multi-trade messages, and the contract size (OKX: sizes are contracts;
     ``inverse``: worth ``contract`` of the quote currency). Keep the array (and ``batch``)
     alive while its address is in use; :func:`set_contract` updates the size in place."""
-    row = np.array([*commit_target, stage, exchange, sid, market, ord(id_key),
+    if fmt not in FORMATS:
+        raise ValueError(f"route_row: format {fmt!r} is not one of {sorted(FORMATS)}")
+    row = np.array([*commit_target, stage, exchange, sid, market, FORMATS[fmt],
                     batch.ctypes.data, len(batch), 0, int(inverse)], np.int64)
     row[R_CONTRACT:R_CONTRACT + 1].view(np.float64)[0] = contract
     assert len(row) == ROUTE_WORDS and batch.dtype == TRADE
