@@ -48,6 +48,7 @@ __all__ = [
     "fetch_or",
     "futex_wake",
     "latest_store_kernel",
+    "pending_kernel",
     "read_kernel",
     "typed_pointer",
 ]
@@ -353,3 +354,21 @@ def read_kernel(hdr: int, ring: int, mask: int, words: int, limit: int, dst: int
     st[ST_TAIL] = tail
     st[ST_DELIVERED] += good - skip
     return good - skip
+
+
+@nb.njit(nb.int64(nb.int64, nb.int64, nb.int64, nb.int64), cache=True)
+def pending_kernel(tails: int, nexts: int, count: int, out: int) -> int:
+    """For ``count`` rings, whose tail-word and reader next-seq-word addresses are the int64s
+    at ``tails`` and ``nexts``, write the indices of those with records to read to the int64s
+    at ``out``; returns how many. One call instead of a poll per ring (≈ 2 µs each from
+    Python). The tail is an acquire load, as in :func:`read_kernel`: what it shows is
+    committed; a commit landing just after it is seen by the next call."""
+    t = nb.carray(_i64_ptr(tails), (count,))
+    nx = nb.carray(_i64_ptr(nexts), (count,))
+    hits = nb.carray(_i64_ptr(out), (count,))
+    m = 0
+    for k in range(count):
+        if _load_u64(t[k]) > nb.carray(_i64_ptr(nx[k]), (1,))[0]:
+            hits[m] = k
+            m += 1
+    return m

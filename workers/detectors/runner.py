@@ -255,6 +255,7 @@ class DetectorRunner:
         self._interval_ns = self.settings.analytics_interval_ms * 1_000_000
         self._next_analytics = 0
         self.rings = RingSet(instance, start)
+        self._ring_keys = [(ex, stream) for ex in self.detectors for stream in STREAMS]
         self.stats = shm.LatestWriter(shm.segment_name(instance, "detectors", "stats",
                                                        suffix="latest"), STATS, 1, replace=True)
         self.events_committed = 0
@@ -325,9 +326,8 @@ class DetectorRunner:
 
     def _poll_all(self) -> int:
         done = 0
-        for exchange, det in self.detectors.items():
-            for stream in STREAMS:
-                done += self._poll(exchange, det, stream, 0.0)
+        for exchange, stream in self.rings.pending(self._ring_keys):   # one compiled check
+            done += self._poll(exchange, self.detectors[exchange], stream, 0.0)
         return done
 
     def _poll(self, exchange: str, det: ExchangeDetectors, stream: str, wait_s: float) -> int:

@@ -103,6 +103,8 @@ class Publisher:
         self._exchange_names = {int(shm.Exchange[ex.upper()]): ex for ex in exchanges}
         self.streams = [s for s in _RING_STREAMS if s in cfg.streams]
         self._events = "events" in cfg.streams
+        self._ring_keys = [(ex, stream) for ex in self.encoders for stream in self.streams] + \
+            ([("detectors", "events")] if self._events else [])
         self.priorities = dict(DEFAULT_PRIORITIES)
         self.priorities.update({k: PRIORITY_NAMES.index(v) for k, v in cfg.priorities.items()})
         self.queues = PriorityQueues((cfg.critical_buffer, cfg.high_queue, cfg.medium_queue,
@@ -175,17 +177,14 @@ class Publisher:
     # -- the loop ---------------------------------------------------------------------------
 
     def ingest(self) -> int:
-        """Poll every ring once and queue its records' messages; returns records taken."""
+        """Poll every ring with records (``RingSet.pending``: one compiled check of them all)
+        and queue their messages; returns records taken."""
         done = 0
-        for exchange in self.encoders:
-            for stream in self.streams:
-                batch, _ = self.rings.poll(exchange, stream)
-                if batch is not None and len(batch):
-                    done += self._queue_batch(exchange, stream, batch)
-        if self._events:
-            batch, _ = self.rings.poll("detectors", "events")
+        rings = self.rings
+        for owner, stream in rings.pending(self._ring_keys):
+            batch, _ = rings.poll(owner, stream)
             if batch is not None and len(batch):
-                done += self._queue_batch("detectors", "events", batch)
+                done += self._queue_batch(owner, stream, batch)
         return done
 
     def _queue_batch(self, owner: str, stream: str, batch: np.ndarray) -> int:

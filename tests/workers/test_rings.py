@@ -1,0 +1,105 @@
+"""``RingSet.pending``: one compiled check names the rings with records; a sweep every
+``sweep_s`` names them all, so that late rings and writer restarts are still found."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+import shm
+from workers.rings import RingSet
+
+KEYS = [("binance", "trades"), ("binance", "bbo"), ("okx", "trades")]
+
+
+def _writer(instance: str, owner: str, stream: str) -> shm.Writer:
+    return shm.Writer(shm.segment_name(instance, owner, stream),
+                      shm.TRADE if stream == "trades" else shm.BBO, 1024)
+
+
+def _trade(w: shm.Writer, n: int) -> None:
+    rec = np.zeros(1, shm.TRADE)[0]
+    rec["trade_id"] = n
+    w.commit(rec)
+
+
+def _sweep(rings: RingSet, keys: list[tuple[str, str]]) -> None:
+    """Force the next pending() to be a sweep, and poll what it names (as the loops do)."""
+    rings._next_sweep = 0.0
+    for key in rings.pending(keys):
+        rings.poll(*key)
+
+
+def test_pending_names_only_rings_with_records(instance: str) -> None:
+    writers = {k: _writer(instance, *k) for k in KEYS}
+    rings = RingSet(instance, sweep_s=3600.0)
+    keys = list(KEYS)
+    try:
+        _sweep(rings, keys)                      # attaches all three
+        assert rings.pending(keys) == []
+        _trade(writers[("okx", "trades")], 1)
+        assert rings.pending(keys) == [("okx", "trades")]
+        batch, _ = rings.poll("okx", "trades")
+        assert batch is not None and batch["trade_id"].tolist() == [1]
+        assert rings.pending(keys) == []
+        _trade(writers[("binance", "trades")], 2)
+        _trade(writers[("okx", "trades")], 3)
+        assert rings.pending(keys) == [("binance", "trades"), ("okx", "trades")]   # keys order
+    finally:
+        rings.close()
+        for w in writers.values():
+            w.close(unlink=True)
+
+
+def test_a_sweep_names_every_key_and_finds_a_late_ring(instance: str) -> None:
+    rings = RingSet(instance, retry_s=0.0, sweep_s=0.05)
+    keys = [("binance", "trades")]
+    w = None
+    try:
+        assert rings.pending(keys) == keys       # the first call sweeps
+        assert rings.poll("binance", "trades") == (None, False)   # not there yet
+        assert rings.pending(keys) == []         # nothing attached, nothing pending
+        w = _writer(instance, "binance", "trades")
+        _trade(w, 7)
+        time.sleep(0.06)
+        assert rings.pending(keys) == keys       # the sweep
+        rings.poll("binance", "trades")          # attaches ("latest": the 7 is history)
+        _trade(w, 8)
+        assert rings.pending(keys) == keys       # now seen by the compiled check
+        batch, _ = rings.poll("binance", "trades")
+        assert batch is not None and batch["trade_id"].tolist() == [8]
+    finally:
+        rings.close()
+        if w is not None:
+            w.close(unlink=True)
+
+
+def test_a_restarted_writer_is_followed_at_its_new_mapping(instance: str) -> None:
+    keys = [("binance", "trades")]
+    w = _writer(instance, "binance", "trades")
+    rings = RingSet(instance, sweep_s=3600.0)
+    try:
+        _sweep(rings, keys)
+        _trade(w, 1)
+        assert rings.pending(keys) == keys
+        rings.poll("binance", "trades")
+        w.close(unlink=True)                     # the worker stops, a new one starts
+        w = _writer(instance, "binance", "trades")
+        _trade(w, 2)
+        # the old mapping's tail does not move: only a poll (the sweep) finds the new writer
+        deadline = time.monotonic() + 5
+        got: list[int] = []
+        while not got and time.monotonic() < deadline:
+            _sweep(rings, keys)
+            time.sleep(0.01)
+            got = [] if (b := rings.poll("binance", "trades")[0]) is None else \
+                b["trade_id"].tolist()
+        assert rings.discontinuities == 1
+        _trade(w, 3)
+        assert rings.pending(keys) == keys       # the new mapping's words
+        batch, _ = rings.poll("binance", "trades")
+        assert batch is not None and batch["trade_id"].tolist() == [3]
+    finally:
+        rings.close()
+        w.close(unlink=True)
