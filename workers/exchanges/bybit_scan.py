@@ -27,13 +27,12 @@ from .trade_scan import (
 
 __all__ = ["bybit_opening", "bybit_top_value_ok", "bybit_trade"]
 
-_QUOTE, _COLON, _COMMA, _CLOSE = 34, 58, 44, 125
-_OPEN_ARRAY, _CLOSE_ARRAY, _OPEN = 91, 93, 123
+_QUOTE, _COMMA, _CLOSE, _OPEN = 34, 44, 125, 123
 _MS_NS = 1_000_000
 _ID_MAX = 2**63 - 1
 _MAX_TS_MS = _ID_MAX // 1_000_000     # bybit_wire._TS_MS
-_DATA, _TYPE, _TS, _BT, _SEQ, _BUY, _SELL = (word(w) for w in (
-    b"data", b"type", b"ts", b"BT", b"seq", b"Buy", b"Sell"))
+_TYPE, _TS, _BT, _SEQ, _BUY, _SELL = (word(w) for w in (
+    b"type", b"ts", b"BT", b"seq", b"Buy", b"Sell"))
 _TOPIC_A, _TOPIC_B = word(b'{"topic'), word(b'":"')   # the frame's opening '{"topic":"'
 
 

@@ -24,13 +24,12 @@ from .trade_scan import (
 
 __all__ = ["okx_opening", "okx_trade"]
 
-_QUOTE, _COLON, _COMMA, _CLOSE = 34, 58, 44, 125
-_OPEN_ARRAY, _CLOSE_ARRAY, _OPEN = 91, 93, 123
+_QUOTE, _COMMA, _CLOSE, _OPEN = 34, 44, 125, 123
 _MS_NS = 1_000_000
 _ID_MAX = 2**63 - 1
-_DATA, _EVENT, _INST, _TRADE_ID, _PX, _SZ, _SIDE, _TS, _COUNT, _BUY, _SELL = (
-    word(w) for w in (b"data", b"event", b"instId", b"tradeId", b"px", b"sz", b"side", b"ts",
-                      b"count", b"buy", b"sell"))
+_INST, _TRADE_ID, _PX, _SZ, _SIDE, _TS, _COUNT, _BUY, _SELL = (
+    word(w) for w in (b"instId", b"tradeId", b"px", b"sz", b"side", b"ts", b"count", b"buy",
+                      b"sell"))
 # the frame's opening '{"arg":{"channel":"', compared as integers
 _ARG_A, _ARG_B, _ARG_C = word(b'{"arg":'), word(b'{"chann'), word(b'el":"')
 
