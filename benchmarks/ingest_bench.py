@@ -1,14 +1,17 @@
 """Feed-worker ingest: frames/s per worker in venue flood mode, and on_ws_frame → ring commit.
 
 Run: ``.venv/bin/python benchmarks/ingest_bench.py [--exchange binance,bybit,okx]
-[--case trades,bbo,depth] [--seconds S] [--runs N] [--quick]``.
+[--case trades,bbo,depth,recorded] [--seconds S] [--runs N] [--quick]``.
 
 Per exchange and case, a local venue floods a looping synthetic market (2 symbols) and a real
 feed worker (``microstream feed``, its own process) subscribes to the case's streams only:
 ``trades`` (one trade per frame), ``bbo`` (Binance ``bookTicker``; the synthetic Bybit and OKX
 venues have no level-1 topic) or ``depth`` (diff-depth/book messages maintained into a book;
-each applied message commits its depth records and a top-20 book record). The venue and the
-worker are pinned to different CPUs. Throughput is the worker's frame counter (shared-memory
+each applied message commits its depth records and a top-20 book record); ``recorded`` floods
+a real recording instead (``tests/data/recorded``, looped), every symbol and stream in it (real
+frame sizes and mix; each loop restarts the sequences: a gap and a resync, counted in
+``sequence_or_decode_errors``; latency from the trades ring). The venue and the worker are
+pinned to different CPUs. Throughput is the worker's frame counter (shared-memory
 stats) over ``S`` seconds; the worker's CPU time per frame comes from psutil. Latency is read
 from the records themselves: ``ts_commit_ns`` (stamped inside the ring commit) minus
 ``ts_mono_ns`` (``perf_counter_ns`` at ``on_ws_frame`` entry), one clock, read from the ring
@@ -22,6 +25,7 @@ with several runs, the median run and the spread.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -42,13 +46,20 @@ from feed_live import start_worker, stats, stop_worker, wait_for, write_config  
 from report import Emitter, pin  # noqa: E402
 
 import shm  # noqa: E402
+from workers.exchanges.replay import feed_class, load_frames  # noqa: E402
 from workers.venue import start_venue  # noqa: E402
 
 SYMBOLS = {"binance": (("BTCUSDT", "linear"), ("ETHUSDT", "linear")),
            "bybit": (("BTCUSDT", "linear"), ("ETHUSDT", "linear")),
            "okx": (("BTC-USDT-SWAP", "linear"), ("ETH-USDT-SWAP", "linear"))}
 CASES = {"trades": (["trades"], "trades"), "bbo": (["bbo"], "bbo"),
-         "depth": (["depth", "book"], "book")}
+         "depth": (["depth", "book"], "book"), "recorded": ([], "trades")}
+# ``recorded``: the venue floods a real recording (looped) and the worker subscribes to every
+# symbol and stream in it, as replay discovers them; latency from the trades ring
+RECORDINGS = {"binance": "binance/hftbacktest_usdm_btcusdt_20240808.frames.jsonl.gz",
+              "bybit": "bybit/cryptofeed_linear_v5_20260809.frames.jsonl",
+              "okx": "okx/cryptofeed_books_3inst_20220513.frames.jsonl"}
+DATA = REPO / "tests" / "data" / "recorded"
 LEVEL1 = {"binance"}   # the synthetic Bybit/OKX venues have no level-1 topic (BBO from books)
 
 
@@ -76,14 +87,23 @@ def _one_run(exchange: str, case: str, seconds: float, rate: int, instance: str
     streams, ring = CASES[case]
     symbols = [{"symbol": s, "market": m, "streams": streams} for s, m in SYMBOLS[exchange]]
     extra = "ring_capacity = 262144\n"
-    if exchange == "bybit":
-        extra += "options = {depth_levels = 50}\n"  # what the synthetic venue publishes
+    options: dict[str, object] = {"depth_levels": 50} if exchange == "bybit" else {}
+    if case == "recorded":
+        recording = DATA / RECORDINGS[exchange]
+        specs, options = feed_class(exchange).discover([f for _, f in load_frames(recording)])
+        symbols = [{"symbol": x.symbol, "market": x.market, "streams": list(x.streams)}
+                   for x in specs]
+    if options:   # the synthetic Bybit venue publishes orderbook.50; a recording says its own
+        extra += "options = {" + ", ".join(f"{k} = {json.dumps(v)}"
+                                           for k, v in options.items()) + "}\n"
     # depth: a timeline long enough not to loop while measuring (a Binance loop restarts the
     # update ids, which is a gap and a resync); trades may loop
     timeline = {"symbols": 2, "rate": 20_000, "seconds": 40, "seed": 1} if case == "depth" \
         else {"symbols": 2, "rate": rate, "seconds": 10, "seed": 1}
+    venue_args: dict[str, object] = {"synthetic": timeline} if case != "recorded" else {}
+    replay = [str(DATA / RECORDINGS[exchange])] if case == "recorded" else []
     with tempfile.TemporaryDirectory() as tmp, start_venue(
-            exchange, [], synthetic=timeline, flood=True, loop=True) as venue:
+            exchange, replay, flood=True, loop=True, **venue_args) as venue:  # type: ignore[arg-type]
         pin(venue.proc.pid, 0)
         cfg = write_config(Path(tmp) / "config.toml", instance, exchange, venue.ws_url,
                            venue.rest_url, symbols, extra=extra)
@@ -134,7 +154,7 @@ def _one_run(exchange: str, case: str, seconds: float, rate: int, instance: str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exchange", default="binance,bybit,okx")
-    parser.add_argument("--case", default="trades,bbo,depth")
+    parser.add_argument("--case", default="trades,bbo,depth,recorded")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rate", type=int, default=5000, help="synthetic events/s (timeline)")
