@@ -100,10 +100,10 @@ def _one_run(exchange: str, case: str, seconds: float, rate: int, instance: str
     # update ids, which is a gap and a resync); trades may loop
     timeline = {"symbols": 2, "rate": 20_000, "seconds": 40, "seed": 1} if case == "depth" \
         else {"symbols": 2, "rate": rate, "seconds": 10, "seed": 1}
-    venue_args: dict[str, object] = {"synthetic": timeline} if case != "recorded" else {}
-    replay = [str(DATA / RECORDINGS[exchange])] if case == "recorded" else []
+    recorded = case == "recorded"
     with tempfile.TemporaryDirectory() as tmp, start_venue(
-            exchange, replay, flood=True, loop=True, **venue_args) as venue:  # type: ignore[arg-type]
+            exchange, [str(DATA / RECORDINGS[exchange])] if recorded else [], flood=True,
+            loop=True, synthetic=None if recorded else timeline) as venue:
         pin(venue.proc.pid, 0)
         cfg = write_config(Path(tmp) / "config.toml", instance, exchange, venue.ws_url,
                            venue.rest_url, symbols, extra=extra)

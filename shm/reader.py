@@ -181,12 +181,12 @@ class Reader:
         self._stage_addr = address_of(self._stage)
 
     @property
-    def words(self) -> tuple[int, int, int]:
-        """``(tail word, next-seq word, re-opens)``: the addresses of the ring's committed
-        tail and of this reader's next seq (both int64), for code that checks many rings at
-        once (:func:`shm.atomics.pending_kernel`), and how often the reader re-opened its
-        segment: the addresses are valid until that count changes or the reader closes."""
-        return self._seg.base + H.TAIL, self._state_addr + 8 * ST_NEXT, self._reopens
+    def words(self) -> tuple[int, int]:
+        """``(tail word, next-seq word)``: the addresses of the ring's committed tail and of
+        this reader's next seq (both int64), for code that checks many rings at once
+        (:func:`shm.atomics.pending_kernel`). Valid until the reader closes or re-opens its
+        segment; a re-open always counts a discontinuity (:attr:`stats`)."""
+        return self._seg.base + H.TAIL, self._state_addr + 8 * ST_NEXT
 
     # -- reading ------------------------------------------------------------------------
     def poll(self, timeout_s: float = 0.0) -> np.ndarray:

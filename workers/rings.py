@@ -42,11 +42,11 @@ class RingSet:
         self.sweep_s = sweep_s
         self._next_sweep = 0.0
         # pending(): the attached rings' word addresses, rebuilt when the keys asked about
-        # change, a reader is attached or one re-opens its segment (``_version``)
+        # change, a reader is attached or one shows a discontinuity (``_version``): a reader
+        # that re-opened its segment (new addresses) always counts one
         self._version = 0
         self._built: tuple[int, int, int] = (0, 0, -1)
         self._attached: list[tuple[str, str]] = []
-        self._reopens: dict[tuple[str, str], int] = {}
         self._tails = self._nexts = self._hits = np.zeros(0, np.int64)
         self._addrs = (0, 0, 0)
         self.readers: dict[tuple[str, str], Any] = {}
@@ -92,10 +92,9 @@ class RingSet:
         self._built = (id(keys), len(keys), self._version)
         self._attached = [k for k in keys if k in self.readers]
         words = [self.readers[k].words for k in self._attached]
-        self._reopens = {k: w[2] for k, w in zip(self._attached, words, strict=True)}
         size = max(1, len(words))   # never an empty array: its address would be a dummy
         self._tails, self._nexts, self._hits = (np.zeros(size, np.int64) for _ in range(3))
-        for i, (tail, nxt, _) in enumerate(words):
+        for i, (tail, nxt) in enumerate(words):
             self._tails[i], self._nexts[i] = tail, nxt
         self._addrs = (address_of(self._tails), address_of(self._nexts),
                        address_of(self._hits))
@@ -113,12 +112,11 @@ class RingSet:
                 time.sleep(wait_s)   # instead of a park that returns at once
             return None, False
         key = (owner, stream)
-        if key in self._reopens and reader.words[2] != self._reopens[key]:
-            self._version += 1   # a new mapping: pending() must not read the old addresses
         seen = reader.stats.discontinuities
         if seen != self._generations[key]:
             self._generations[key] = seen
             self.discontinuities += 1
+            self._version += 1   # maybe a new mapping: pending() must not read the old one
             return batch, True
         return batch, False
 

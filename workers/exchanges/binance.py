@@ -134,11 +134,7 @@ class BinanceFeed(Feed):
                 if needed:
                     conn = "spot" if spot else route
                     self._routes.setdefault(conn, {})[(low + stream).encode()] = (kind, sid, mk)
-        # trades committed by trade_scan where the emitter writes a ring (0: the general path)
-        self._fast_trades = {s.symbol_id: emitter.trade_route(s.symbol_id,
-                                                              self.markets[s.symbol_id],
-                                                              trade_stream)
-                             for s in symbols if "trades" in s.streams}
+        self._fast_trades = self._trade_routes(trade_stream)   # binance_scan
         # offline replay has no connections: route on the stream name alone
         self._any_route = {k: v for routes in self._routes.values() for k, v in routes.items()}
 

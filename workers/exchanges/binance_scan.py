@@ -11,6 +11,7 @@ from .json_scan import (
     int_value,
     key_at,
     literal_end,
+    member_sep,
     number_end,
     parse_decimal,
     string_end,
@@ -30,7 +31,7 @@ from .trade_scan import (
 
 __all__ = ["binance_trade_kernel", "scan_binance_trade"]
 
-_QUOTE, _COMMA, _CLOSE = 34, 44, 125
+_QUOTE, _CLOSE = 34, 125
 _MS_NS = 1_000_000
 # the frame's opening, compared as integers: '{"stream":"' and '","data":{'
 _STREAM_A, _STREAM_B = word(b'{"strea'), word(b'm":"')
@@ -130,14 +131,12 @@ def binance_trade_kernel(raw, start, route, recv, mono):  # pragma: no cover - n
             i = v_end
         else:   # null, nested values: the general path
             return DECLINED
-        if i >= n:
+        sep = member_sep(buf, i, n)
+        if sep < 0:
             return DECLINED
-        if buf[i] == _COMMA:
-            i += 1
-            continue
-        if buf[i] == _CLOSE:
+        if sep == 0:
             break
-        return DECLINED
+        i += 1
     # the data object closed: the frame must close right after it
     if i + 2 != n or buf[i + 1] != _CLOSE:
         return DECLINED

@@ -106,10 +106,7 @@ class BybitFeed(Feed):
                     routes[f"{topic}.{s.symbol}".encode()] = (kind, sid, mk)
             if wants:
                 self.tickers[sid], self._ticker_wants[sid] = TickerState(), wants
-        # trades committed by trade_scan where the emitter writes a ring (0: the general path)
-        self._fast_trades = {s.symbol_id: emitter.trade_route(s.symbol_id,
-                                                              self.markets[s.symbol_id], "bybit")
-                             for s in symbols if "trades" in s.streams}
+        self._fast_trades = self._trade_routes("bybit")   # push_scan
         # offline replay has no connections: route on the topic alone (a capture holds one
         # market, so topics cannot collide across connections there)
         self._any_route = {k: v for routes in self._routes.values() for k, v in routes.items()}

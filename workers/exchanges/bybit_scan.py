@@ -15,7 +15,8 @@ from .json_scan import (
     int_value,
     key_at,
     literal_end,
-    number_end,
+    member_sep,
+    number_span,
     parse_decimal,
     string_end,
     word,
@@ -27,7 +28,7 @@ from .trade_scan import (
 
 __all__ = ["bybit_opening", "bybit_top_value_ok", "bybit_trade"]
 
-_QUOTE, _COMMA, _CLOSE, _OPEN = 34, 44, 125, 123
+_QUOTE, _CLOSE, _OPEN = 34, 125, 123
 _MS_NS = 1_000_000
 _ID_MAX = 2**63 - 1
 _MAX_TS_MS = _ID_MAX // 1_000_000     # bybit_wire._TS_MS
@@ -71,14 +72,9 @@ def bybit_trade(buf, i, n, ctx, row, recv, mono):  # pragma: no cover - njit
             if t_ms == DECLINED:
                 return -1
         elif klen == 1 and (k0 == 112 or k0 == 118):     # p, v
-            if is_str:
-                lo, hi = v + 1, end - 1
-                if number_end(buf, lo, hi + 1) != hi:
-                    return -1
-            else:
-                lo, hi = v, end
-                if not (buf[v] == 45 or 48 <= buf[v] <= 57):
-                    return -1   # a literal
+            lo, hi = number_span(buf, v, end)
+            if lo < 0:
+                return -1
             value = parse_decimal(buf, lo, hi)
             if k0 == 112:
                 price = value
@@ -107,14 +103,12 @@ def bybit_trade(buf, i, n, ctx, row, recv, mono):  # pragma: no cover - njit
             if int_value(buf, v, end, -_ID_MAX, _ID_MAX) == DECLINED:
                 return -1
         i = end
-        if i >= n:
+        sep = member_sep(buf, i, n)
+        if sep < 0:
             return -1
-        if buf[i] == _COMMA:
-            i += 1
-            continue
-        if buf[i] != _CLOSE:
-            return -1
-        break
+        if sep == 0:
+            break
+        i += 1
     if (t_ms == DECLINED or trade_id == DECLINED or not have_s or not have_side
             or price != price or qty != qty):
         return -1

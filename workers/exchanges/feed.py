@@ -190,6 +190,13 @@ class Feed:
     def _new_book(self, capacity: int) -> Book:
         return Book(capacity)
 
+    def _trade_routes(self, fmt: str) -> dict[int, int]:
+        """Symbol id → address of the route row with which a compiled scanner commits its
+        trades from frames of format ``fmt`` (``trade_scan.FORMATS``); 0 where the emitter
+        writes no ring (the general path then handles every frame)."""
+        return {sid: self.emitter.trade_route(sid, self.markets[sid], fmt)
+                for sid, spec in self.symbols.items() if "trades" in spec.streams}
+
     # -- hot path -----------------------------------------------------------------------
     def on_frame(self, conn: str, data: bytes, recv: int, mono: int) -> None:
         """Handle one text frame from connection ``conn``; never raises."""

@@ -19,7 +19,9 @@ __all__ = [
     "int_value",
     "key_at",
     "literal_end",
+    "member_sep",
     "number_end",
+    "number_span",
     "parse_decimal",
     "string_end",
     "word",
@@ -183,3 +185,28 @@ def key_at(buf: np.ndarray, i: int, n: int) -> int:  # pragma: no cover - njit
     if end < 0 or end + 1 >= n or buf[end + 1] != 58:
         return -1
     return end
+
+
+@nb.njit(cache=True, inline="always")
+def number_span(buf: np.ndarray, v: int, end: int) -> tuple[int, int]:  # pragma: no cover
+    """``(lo, hi)`` of the number in the value ``buf[v:end]``: a string holding a JSON number
+    or a bare number (strict=False lets msgspec read both); ``(-1, -1)`` for anything else."""
+    if buf[v] == _QUOTE:
+        lo, hi = v + 1, end - 1
+        if lo >= hi or number_end(buf, lo, hi + 1) != hi:
+            return -1, -1
+        return lo, hi
+    if not (buf[v] == 45 or 48 <= buf[v] <= 57):
+        return -1, -1   # a literal
+    return v, end
+
+
+@nb.njit(cache=True, inline="always")
+def member_sep(buf: np.ndarray, i: int, n: int) -> int:  # pragma: no cover - njit
+    """What follows an object member ending at ``i``: 1 a comma (another member), 0 the
+    object's closing brace (at ``i``), -1 anything else."""
+    if i >= n:
+        return -1
+    if buf[i] == 44:
+        return 1
+    return 0 if buf[i] == 125 else -1

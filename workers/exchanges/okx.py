@@ -160,11 +160,8 @@ class OkxFeed(Feed):
         self._routes: dict[tuple[str, str], tuple[int, int, int]] = {}
         # the bytes between '{"arg":{"channel":"' and the arg's '}' -> route (books, trades, bbo)
         self._push_routes: dict[bytes, tuple[int, int, int]] = {}
-        # trades committed by okx_scan where the emitter writes a ring (0: the general path);
-        # _set_size keeps their contract sizes current
-        self._fast_trades = {s.symbol_id: emitter.trade_route(s.symbol_id,
-                                                              self.markets[s.symbol_id], "okx")
-                             for s in symbols if "trades" in s.streams}
+        # push_scan's routes; _set_size keeps their contract sizes current
+        self._fast_trades = self._trade_routes("okx")
         for s in symbols:
             sid, mk, want, inst = s.symbol_id, self.markets[s.symbol_id], set(s.streams), s.symbol
             if inst in self._sid_of:

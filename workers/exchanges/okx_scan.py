@@ -12,7 +12,8 @@ from .json_scan import (
     flat_value_end,
     int_value,
     key_at,
-    number_end,
+    member_sep,
+    number_span,
     parse_decimal,
     word,
 )
@@ -24,7 +25,7 @@ from .trade_scan import (
 
 __all__ = ["okx_opening", "okx_trade"]
 
-_QUOTE, _COMMA, _CLOSE, _OPEN = 34, 44, 125, 123
+_QUOTE, _OPEN = 34, 123
 _MS_NS = 1_000_000
 _ID_MAX = 2**63 - 1
 _INST, _TRADE_ID, _PX, _SZ, _SIDE, _TS, _COUNT, _BUY, _SELL = (
@@ -45,27 +46,10 @@ def _flat_object_end(buf, i, n):  # pragma: no cover - njit
         if key_end < 0:
             return -1
         i = flat_value_end(buf, key_end + 2, n)
-        if i < 0 or i >= n:
-            return -1
-        if buf[i] == _CLOSE:
-            return i
-        if buf[i] != _COMMA:
-            return -1
+        sep = member_sep(buf, i, n) if i >= 0 else -1
+        if sep <= 0:
+            return i if sep == 0 else -1
         i += 1
-
-
-@nb.njit(cache=True, inline="always")
-def _number(buf, v, end):  # pragma: no cover - njit
-    """``(lo, hi)`` of the number in the value ``buf[v:end]`` (a string holding a JSON number
-    or a bare number; strict=False lets msgspec read both), or ``(-1, -1)``."""
-    if buf[v] == _QUOTE:
-        lo, hi = v + 1, end - 1
-        if lo >= hi or number_end(buf, lo, hi + 1) != hi:
-            return -1, -1
-        return lo, hi
-    if not (buf[v] == 45 or 48 <= buf[v] <= 57):
-        return -1, -1   # a literal
-    return v, end
 
 
 @nb.njit(cache=True)
@@ -102,7 +86,7 @@ def okx_trade(buf, i, n, ctx, contract, row, recv, mono):  # pragma: no cover - 
             if trade_id == DECLINED:
                 return -1
         elif key == _PX or key == _SZ:
-            lo, hi = _number(buf, v, end)
+            lo, hi = number_span(buf, v, end)
             if lo < 0:
                 return -1
             value = parse_decimal(buf, lo, hi)
@@ -118,7 +102,7 @@ def okx_trade(buf, i, n, ctx, contract, row, recv, mono):  # pragma: no cover - 
             if side == 0:
                 return -1   # Literal["buy", "sell"]
         elif key == _TS or key == _COUNT:
-            lo, hi = _number(buf, v, end)
+            lo, hi = number_span(buf, v, end)
             if lo < 0:
                 return -1
             if key == _TS:
@@ -128,14 +112,12 @@ def okx_trade(buf, i, n, ctx, contract, row, recv, mono):  # pragma: no cover - 
             elif int_value(buf, lo, hi, -_ID_MAX, _ID_MAX) == DECLINED:
                 return -1
         i = end
-        if i >= n:
+        sep = member_sep(buf, i, n)
+        if sep < 0:
             return -1
-        if buf[i] == _COMMA:
-            i += 1
-            continue
-        if buf[i] != _CLOSE:
-            return -1
-        break
+        if sep == 0:
+            break
+        i += 1
     if (ts_ms == DECLINED or trade_id == DECLINED or side == 0 or not have_inst
             or price != price or qty != qty):
         return -1

@@ -37,7 +37,7 @@ from shm.layout import (
 
 from .book import Book
 from .book_commit import BookCommitter, depth_row, fill_prefix
-from .trade_scan import route_row, set_contract
+from .trade_scan import R_HDR, route_row, set_contract
 
 __all__ = ["FEED_STREAMS", "Collector", "Emitter", "Output"]
 
@@ -273,7 +273,7 @@ class Emitter:
         """Stop committing through raw ring addresses (call before closing the writers)."""
         self.trade = _closed
         for row in self._trade_routes.values():
-            row[0] = 0   # trade_scan declines from now on
+            row[R_HDR] = 0   # the scanners decline from now on
 
     def trade_add(self, sid: int, market: int, ts_ex: int, recv: int, mono: int, price: float,
                   qty: float, trade_id: int, side: int, flags: int = 0) -> None:

@@ -102,9 +102,8 @@ class Publisher:
         self.rings = RingSet(instance, start)
         self._exchange_names = {int(shm.Exchange[ex.upper()]): ex for ex in exchanges}
         self.streams = [s for s in _RING_STREAMS if s in cfg.streams]
-        self._events = "events" in cfg.streams
         self._ring_keys = [(ex, stream) for ex in self.encoders for stream in self.streams] + \
-            ([("detectors", "events")] if self._events else [])
+            ([("detectors", "events")] if "events" in cfg.streams else [])
         self.priorities = dict(DEFAULT_PRIORITIES)
         self.priorities.update({k: PRIORITY_NAMES.index(v) for k, v in cfg.priorities.items()})
         self.queues = PriorityQueues((cfg.critical_buffer, cfg.high_queue, cfg.medium_queue,

@@ -49,7 +49,6 @@ class RedisLink:
         # [token, replies still expected, write time ns, first error or None]
         self.inflight: deque[list[Any]] = deque()
         self.setup_errors = 0
-        self._setup_pending = 0   # AUTH/SELECT written, their replies not read yet
 
     @property
     def connected(self) -> bool:
@@ -60,7 +59,10 @@ class RedisLink:
     def ready(self) -> bool:
         """True once connected and AUTH/SELECT were accepted: data written before that could
         land in the wrong database (Redis runs a pipeline's commands after a failed SELECT)."""
-        return self.sock is not None and not self._setup_pending
+        # AUTH/SELECT are written first at connect (token None): while the oldest unconfirmed
+        # entry is one of them, they are not accepted yet
+        inflight = self.inflight
+        return self.sock is not None and not (inflight and inflight[0][0] is None)
 
     @property
     def pending_bytes(self) -> int:
@@ -95,7 +97,6 @@ class RedisLink:
         self._reader = hiredis.Reader()
         for command in addr.setup_commands():
             self.write(command, None, 1)
-            self._setup_pending += 1
 
     def describe(self) -> str:
         """``unix:/path`` or ``host:port``, for messages."""
@@ -152,7 +153,6 @@ class RedisLink:
                 if head[1] == 0:
                     inflight.popleft()
                     if head[0] is None:   # AUTH / SELECT
-                        self._setup_pending -= 1
                         if head[3] is not None:
                             self.setup_errors += 1
                             raise LinkDown(f"redis {self.describe()}: connection setup "
@@ -177,5 +177,4 @@ class RedisLink:
         tokens = [item[0] for item in self.inflight if item[0] is not None]
         self.inflight.clear()
         self._out.clear()
-        self._setup_pending = 0
         return tokens
