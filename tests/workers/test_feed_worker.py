@@ -5,6 +5,7 @@ LIVE in a later epoch, and no crossed book is ever published as LIVE."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +167,33 @@ def test_silent_channel_is_flagged(tmp_path: Path, instance: str) -> None:
     _, counters, log = _run(tmp_path, instance, seconds=4,
                             extra="channel_silence_s = {liquidations = 1.0}\n")
     assert counters["silent_channels"] >= 1 and "silent for" in log
+
+
+def test_worker_heartbeats_and_stops_while_rest_has_no_contract_sizes(
+        tmp_path: Path, instance: str) -> None:
+    """A venue whose REST answers without instruments (the OKX recording's venue): the
+    contract-size retries take ~7.5 s per instType, longer than the supervisor's heartbeat
+    timeout; the worker must heartbeat meanwhile (it was killed as hung before) and obey a
+    SIGTERM at once."""
+    from engine.status import probe
+
+    recording = (Path(__file__).resolve().parents[1] / "data" / "recorded" / "okx"
+                 / "cryptofeed_books_3inst_20220513.frames.jsonl")
+    with start_venue("okx", [str(recording)], loop=True) as venue:
+        cfg = write_config(tmp_path / "config.toml", instance, "okx", venue.ws_url,
+                           venue.rest_url, [{"symbol": "BTC-USD-220527", "market": "inverse"}])
+        proc = start_worker("okx", cfg, tmp_path / "worker.log")
+        try:
+            wait_for(lambda: probe(instance, "feed:okx").pid, 60, "the worker's heartbeat")
+            ages = []
+            for _ in range(8):   # 4 s: still retrying the first instType's sizes
+                time.sleep(0.5)
+                ages.append(probe(instance, "feed:okx").heartbeat_age_s)
+            log = (tmp_path / "worker.log").read_text()
+            assert "contract sizes" not in log, log   # still loading: the case under test
+            assert 0 <= max(ages) < 1.0, ages
+            start = time.monotonic()
+            code = stop_worker(proc)
+            assert code == 0 and time.monotonic() - start < 3.0
+        finally:
+            stop_worker(proc)

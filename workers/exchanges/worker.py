@@ -130,15 +130,23 @@ class FeedWorker:
         self._silent: set[tuple[int, int, int]] = set()
         self._resyncing_since: dict[int, float] = {}
         self._last_sample_log = 0.0
+        self._connecting = False
 
     # -- lifecycle ----------------------------------------------------------------------
     async def run(self, duration_s: float | None = None) -> None:
         """Run until :meth:`stop` (or ``duration_s``)."""
-        await self._load_instruments()
-        tasks = [asyncio.create_task(c.run(), name=f"conn-{k}")
-                 for k, c in self.connections.items()]
+        # heartbeats first: the contract-size retries can take longer than the supervisor's
+        # heartbeat timeout, and a REST outage at start must not look like a hung worker
+        tasks = [asyncio.create_task(self._housekeeping(), name="housekeeping")]
+        try:
+            await self._load_instruments()
+        except BaseException:
+            tasks[0].cancel()
+            raise
+        tasks += [asyncio.create_task(c.run(), name=f"conn-{k}")
+                  for k, c in self.connections.items()]
+        self._connecting = True   # from now on, silence and stuck resyncs mean something
         tasks.append(asyncio.create_task(self._serve_requests(), name="requests"))
-        tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         if hasattr(self.feed, "open_interest_urls") and self.feed.open_interest_urls():
             tasks.append(asyncio.create_task(self._poll_open_interest(), name="oi"))
         try:
@@ -189,8 +197,11 @@ class FeedWorker:
                     log.info("%s: %d contract sizes from %s", self.name, applied, url)
                     break
                 if attempt + 1 < attempts:
-                    await asyncio.sleep(delay)
-                    delay *= 2
+                    try:   # a stop (SIGTERM) ends the wait and the start
+                        await asyncio.wait_for(self._stop.wait(), delay)
+                        return
+                    except TimeoutError:
+                        delay *= 2
             else:
                 log.error("%s: no contract sizes from %s after %d attempts: using config "
                           "contract_size (set it for every derivative)", self.name, url,
@@ -292,7 +303,8 @@ class FeedWorker:
         for t in self.tables.values():
             t.heartbeat()
         self.stats.heartbeat()  # the supervisor's liveness signal for this worker
-        self._liveness()
+        if self._connecting:
+            self._liveness()
         now = time.monotonic()
         if now >= next_full:
             next_full = now + self.cfg.full_snapshot_interval_s
