@@ -2,10 +2,12 @@
 asyncio pipeline it replaces (``naive_pipeline.py``), with the ratios.
 
 Run: ``.venv/bin/python benchmarks/compare_bench.py [--rates 1000,5000,20000] [--seconds S]
-[--runs N] [--no-flood] [--quick] [--out FILE] [--plot FILE.png]`` (or ``microstream bench
-compare ...``).
+[--market recorded] [--runs N] [--no-flood] [--quick] [--out FILE] [--plot FILE.png]`` (or
+``microstream bench compare ...``).
 
-The job is the same for both pipelines: three exchanges' synthetic venues (two symbols each),
+The job is the same for both pipelines: three exchanges' venues (the synthetic market, two
+symbols each; or with ``--market recorded`` the real recordings sped up to the rate, every
+symbol and stream in them, case names prefixed ``recorded:``),
 trades, Binance's BBO and every L2 book message under each exchange's sequence rules (Binance
 REST bridge and ``pu`` chain, Bybit ``u`` chain, OKX ``prevSeqId`` chain and CRC32 checksum),
 published to Redis as ``{exchange}:{symbol}:trade|bbo|orderbook`` (top 20 levels). The engine
@@ -70,7 +72,7 @@ Metrics = dict[str, tuple[float, str]]
 
 
 def _naive_child(venues: dict[str, tuple[str, str]], symbols: dict[str, list[str]],
-                 redis_url: str, conn: Any) -> None:
+                 options: dict[str, dict[str, Any]], redis_url: str, conn: Any) -> None:
     """Child: the naive pipeline until the parent says "stop" (once its measurement is
     over: a fixed duration could end before the parent's window does)."""
     import asyncio
@@ -87,7 +89,7 @@ def _naive_child(venues: dict[str, tuple[str, str]], symbols: dict[str, list[str
 
         threading.Thread(target=wait_for_parent, daemon=True).start()
         return await run(venues, symbols, redis_url, 3600.0,
-                         ready=lambda: conn.send("ready"), stop=stop)
+                         ready=lambda: conn.send("ready"), stop=stop, options=options)
 
     conn.send(asyncio.run(main()))
 
@@ -98,7 +100,7 @@ def _naive(load: harness.Load, redis: EmbeddedRedis) -> Iterator[dict[str, int]]
     everywhere, stops it when the block ends."""
     parent, child = _ctx.Pipe()
     proc = _ctx.Process(target=_naive_child, daemon=True, args=(
-        load.endpoints(), load.symbols, redis.url, child))
+        load.endpoints(), load.symbols, load.options, redis.url, child))
     proc.start()
     try:
         if not parent.poll(60) or parent.recv() != "ready":
@@ -130,12 +132,14 @@ def _engine(load: harness.Load, redis: EmbeddedRedis, tmp: Path,
 
 
 def one_run(pipeline: str, rate: float | None, seconds: float,
-            overrides: dict[str, dict[str, Any]] | None = None) -> Metrics:
-    """``pipeline`` on fresh venues (``rate`` frames/s, or flood when None) and a fresh Redis."""
+            overrides: dict[str, dict[str, Any]] | None = None, recorded: bool = False
+            ) -> Metrics:
+    """``pipeline`` on fresh venues (``rate`` frames/s, or flood when None; the synthetic
+    market, or the real recordings with ``recorded``) and a fresh Redis."""
     flood = rate is None
     timeline = 10.0 if flood else WARMUP_S + seconds + 30.0
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "r") as redis, \
-            harness.Load(rate or FLOOD_RATE, timeline, flood=flood) as load:
+            harness.Load(rate or FLOOD_RATE, timeline, flood=flood, recorded=recorded) as load:
         start = (_engine(load, redis, Path(tmp), overrides) if pipeline == "engine"
                  else _naive(load, redis))
         with start as pids:
@@ -219,26 +223,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rate_list, seconds, runs, overrides, emit = harness.begin(parser, args, "compare", 300.0)
     rates: list[float | None] = [*rate_list, *([] if args.no_flood else [None])]
+    recorded = args.market == "recorded"
+    prefix = "recorded:" if recorded else ""   # case names say which market ran
     points: dict[float, dict[str, list[Metrics]]] = {}
     try:
         for rate in rates:
-            point = "flood" if rate is None else str(int(rate))
+            point = prefix + ("flood" if rate is None else str(int(rate)))
             results: dict[str, list[Metrics]] = {p: [] for p in PIPELINES}
             for i in range(runs):
                 for pipeline in PIPELINES:   # alternate, so drift hits both alike
                     print(f"compare_bench: {pipeline}@{point} run {i + 1}/{runs}",
                           file=sys.stderr, flush=True)
-                    results[pipeline].append(one_run(pipeline, rate, seconds, overrides))
+                    results[pipeline].append(one_run(pipeline, rate, seconds, overrides,
+                                                     recorded))
             for pipeline in PIPELINES:
                 report_runs(emit, f"{pipeline}@{point}", results[pipeline], rate=rate,
-                            seconds=seconds)
+                            seconds=seconds, market=args.market)
             report_runs(emit, f"ratio@{point}",
                         [ratios(results["engine"], results["naive"], rate is None)], rate=rate)
             if rate is not None:
                 points[rate] = results
         if points:
-            report_runs(emit, "throughput", [sustained(points)],
-                        kept_up_p99_us=KEPT_UP_P99_US)
+            report_runs(emit, prefix + "throughput", [sustained(points)],
+                        kept_up_p99_us=KEPT_UP_P99_US, market=args.market)
     finally:
         emit.finish(args.out, args.plot)
     return 0

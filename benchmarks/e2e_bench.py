@@ -3,12 +3,13 @@ each stage's latency from in-band stamps and from the intended send time, to a R
 subscriber; CPU and RSS per process.
 
 Run: ``.venv/bin/python benchmarks/e2e_bench.py [--rates 1000,5000,20000] [--seconds S]
-[--runs N] [--quick] [--out FILE]`` (or ``microstream bench e2e ...``).
+[--market recorded] [--runs N] [--quick] [--out FILE]`` (or ``microstream bench e2e ...``).
 
-Per rate (frames per second sent by the three venues, split evenly), a fresh engine
-runs as its own process tree against three synthetic venues on shared clocks
-(``harness.Load``): three feed workers, the detectors and the publisher into a private
-``redis-server``. Once it is ready and warmed up, for ``S`` seconds:
+Per rate (frames per second sent by the three venues), a fresh engine runs as its own
+process tree against three venues on shared clocks (``harness.Load``: the synthetic market
+split evenly, or with ``--market recorded`` the real recordings sped up by one factor, so
+that they keep their recorded mix): three feed workers, the detectors and the publisher
+into a private ``redis-server``. Once it is ready and warmed up, for ``S`` seconds:
 
 * a subscriber process reads ``PSUBSCRIBE *`` on a raw socket with ``hiredis`` and stamps each
   read with ``perf_counter_ns`` (CLOCK_MONOTONIC, system-wide);
@@ -77,13 +78,14 @@ def _follow(readers: dict[tuple[int, str], Any], out: dict[tuple[int, str], list
             out[key].append(batch)
 
 
-def one_run(rate: float, seconds: float, overrides: dict[str, dict[str, Any]] | None = None
-            ) -> dict[str, tuple[float, str]]:
-    """One engine at ``rate`` frames/s from the venues; metric → (value, unit)."""
+def one_run(rate: float, seconds: float, overrides: dict[str, dict[str, Any]] | None = None,
+            recorded: bool = False) -> dict[str, tuple[float, str]]:
+    """One engine at ``rate`` frames/s from the venues (the synthetic market, or the real
+    recordings with ``recorded``); metric → (value, unit)."""
     instance = "bench" + uuid.uuid4().hex[:6]
     timeline = WARMUP_S + seconds + 30.0   # startup included; looped past its end anyway
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "r") as redis, \
-            Load(rate, timeline) as load:
+            Load(rate, timeline, recorded=recorded) as load:
         cfg = Path(tmp) / "config.toml"
         engine_config(cfg, instance, load, redis.url, overrides=overrides)
         with EngineRun(cfg, instance, Path(tmp) / "run.log") as engine:
@@ -209,13 +211,16 @@ def main(argv: list[str] | None = None) -> int:
     load_arguments(parser, "500/s, 2 s, 1 run")
     args = parser.parse_args(argv)
     rates, seconds, runs, overrides, emit = begin(parser, args, "e2e", 500.0)
+    recorded = args.market == "recorded"
     try:
         for rate in rates:
             results = []
             for i in range(runs):
-                print(f"e2e_bench: {rate:g}/s run {i + 1}/{runs}", file=sys.stderr, flush=True)
-                results.append(one_run(rate, seconds, overrides))
-            report_runs(emit, f"rate_{int(rate)}", results, rate=rate, seconds=seconds)
+                print(f"e2e_bench: {args.market} {rate:g}/s run {i + 1}/{runs}",
+                      file=sys.stderr, flush=True)
+                results.append(one_run(rate, seconds, overrides, recorded))
+            report_runs(emit, f"{'recorded' if recorded else 'rate'}_{int(rate)}", results,
+                        rate=rate, seconds=seconds, market=args.market)
     finally:
         emit.finish(args.out, args.plot)
     return 0

@@ -3,11 +3,12 @@ intended send times, a Redis subscriber that stamps what it receives, the engine
 load, and CPU/RSS sampling of the processes under test.
 
 Latency from the *intended* send time (no coordinated omission): each venue serves a seeded
-synthetic market on a shared clock, and publishes the clock's start and period
-(``GET /venue/connections``); the same market is generated here, so trade ``(symbol,
-trade_id)`` of pass ``k`` was due at ``start + k * period + offset``, whatever the pipeline
-under test did with it. A pipeline that falls behind therefore shows its backlog in the tail,
-instead of hiding it by reading late.
+synthetic market, or a real recording (``tests/data/recorded``) paced by its own receive
+stamps, on a shared clock, and publishes the clock's start and period (``GET
+/venue/connections``); the same market is generated (or the same recording read) here, so
+trade ``(symbol, trade_id)`` of pass ``k`` was due at ``start + k * period + offset``, whatever
+the pipeline under test did with it. A pipeline that falls behind therefore shows its backlog
+in the tail, instead of hiding it by reading late.
 """
 
 from __future__ import annotations
@@ -30,11 +31,15 @@ import psutil
 
 from engine.simulate import venue_urls
 from workers.exchanges.bybit_wire import trade_id as bybit_trade_id
+from workers.exchanges.replay import feed_class
 from workers.venue import SyntheticConfig, generate, start_venue
+from workers.venue.recording import load_recording
 from workers.venue.synthetic import synthetic_symbols
 
 __all__ = [
+    "DATA",
     "EXCHANGES",
+    "RECORDINGS",
     "EngineRun",
     "Load",
     "Sampler",
@@ -49,6 +54,12 @@ __all__ = [
 
 EXCHANGES = ("binance", "bybit", "okx")
 SEED = 7
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "recorded"
+# the real recording each exchange's venue replays in the ``recorded`` market (README there)
+RECORDINGS = {"binance": "binance/hftbacktest_usdm_btcusdt_20240808.frames.jsonl.gz",
+              "bybit": "bybit/cryptofeed_linear_v5_20260809.frames.jsonl",
+              "okx": "okx/cryptofeed_books_3inst_20220513.frames.jsonl"}
+Spec = tuple[str, str, list[str] | None]   # symbol, market, its streams (None: every stream)
 _ctx = mp.get_context("spawn")
 
 
@@ -72,19 +83,39 @@ def frames_per_event(exchange: str, symbols: int) -> float:
 
 
 class Load:
-    """Three synthetic venues sending ``rate`` frames/s in all (split evenly; each venue's
-    market event rate calibrated by :func:`frames_per_event`), looped on a shared clock, or in
-    flood mode; a context manager. ``symbols`` per exchange, the venues' URLs, and each
-    trade's intended send time (:meth:`intended`)."""
+    """Three venues sending ``rate`` frames/s in all, looped on a shared clock, or in flood
+    mode; a context manager. The market is synthetic (split evenly; each venue's market event
+    rate calibrated by :func:`frames_per_event`) or, with ``recorded``, the real recordings of
+    :data:`RECORDINGS` sped up by one factor, so that the exchanges keep their recorded mix.
+    ``specs``/``options`` per exchange (the symbols to subscribe, and feed options), the
+    venues' URLs, and each trade's intended send time (:meth:`intended`)."""
 
     def __init__(self, rate: float, timeline_s: float, symbols: int = 2, flood: bool = False,
-                 exchanges: Iterable[str] = EXCHANGES) -> None:
+                 exchanges: Iterable[str] = EXCHANGES, recorded: bool = False) -> None:
         self.exchanges = tuple(exchanges)
-        self.flood = flood
-        share = rate / len(self.exchanges)
-        self.params = {ex: {"symbols": symbols, "rate": share / frames_per_event(ex, symbols),
-                            "seconds": timeline_s, "seed": SEED} for ex in self.exchanges}
-        self.symbols = {ex: synthetic_symbols(ex, symbols) for ex in self.exchanges}
+        self.flood, self.recorded = flood, recorded
+        self.specs: dict[str, list[Spec]] = {}
+        self.options: dict[str, dict[str, Any]] = {}
+        if recorded:
+            self.recordings = {ex: load_recording(DATA / RECORDINGS[ex], ex)
+                               for ex in self.exchanges}
+            native = sum(len(r.frames) * 1e9 / (r.recv_ns[-1] - r.recv_ns[0])
+                         for r in self.recordings.values())
+            self.speed = rate / native   # frames/s the recordings hold, together
+            for ex, rec in self.recordings.items():
+                found, options = feed_class(ex).discover(rec.frames)
+                self.specs[ex] = [(x.symbol, x.market, list(x.streams)) for x in found]
+                self.options[ex] = dict(options)
+        else:
+            share = rate / len(self.exchanges)
+            self.params = {ex: {"symbols": symbols,
+                                "rate": share / frames_per_event(ex, symbols),
+                                "seconds": timeline_s, "seed": SEED} for ex in self.exchanges}
+            for ex in self.exchanges:
+                self.specs[ex] = [(s, "linear", None) for s in synthetic_symbols(ex, symbols)]
+                # the synthetic Bybit venue publishes orderbook.50
+                self.options[ex] = {"depth_levels": 50} if ex == "bybit" else {}
+        self.symbols = {ex: [s for s, _, _ in specs] for ex, specs in self.specs.items()}
         self.venues: dict[str, Any] = {}
         self._offsets: dict[str, dict[tuple[str, int], int]] = {}
         self._clocks: dict[str, tuple[int, int]] = {}
@@ -92,8 +123,14 @@ class Load:
     def __enter__(self) -> Load:
         try:
             for ex in self.exchanges:
-                self.venues[ex] = start_venue(ex, [], synthetic=self.params[ex], loop=True,
-                                              shared_clock=not self.flood, flood=self.flood)
+                if self.recorded:
+                    self.venues[ex] = start_venue(
+                        ex, [str(DATA / RECORDINGS[ex])], speed=self.speed, loop=True,
+                        shared_clock=not self.flood, flood=self.flood)
+                else:
+                    self.venues[ex] = start_venue(
+                        ex, [], synthetic=self.params[ex], loop=True,
+                        shared_clock=not self.flood, flood=self.flood)
         except BaseException:
             self.stop()
             raise
@@ -118,24 +155,30 @@ class Load:
         return {ex: (v.ws_url, v.rest_url) for ex, v in self.venues.items()}
 
     def _offsets_of(self, exchange: str) -> dict[tuple[str, int], int]:
-        """(lowercase symbol, trade id) → ns from the timeline's start, as the venue has it."""
+        """(lowercase symbol, trade id) → ns from the timeline's start, as the venue has it:
+        the venue sends frame ``i`` at ``start + (recv_ns[i] - recv_ns[0]) / speed``."""
         if exchange not in self._offsets:
-            params = self.params[exchange]
-            config = SyntheticConfig(exchange=exchange, symbols=int(params["symbols"]),
-                                     rate_hz=params["rate"], seconds=params["seconds"],
-                                     seed=SEED)
-            frames, _ = generate(config)
-            base = frames[0][0]
+            if self.recorded:
+                rec = self.recordings[exchange]
+                frames = zip(rec.recv_ns, rec.topics, rec.frames, strict=True)
+                speed = self.speed
+            else:
+                params = self.params[exchange]
+                config = SyntheticConfig(exchange=exchange, symbols=int(params["symbols"]),
+                                         rate_hz=params["rate"], seconds=params["seconds"],
+                                         seed=SEED)
+                frames, speed = iter(generate(config)[0]), 1.0
             offsets: dict[tuple[str, int], int] = {}
+            base = None
             for ns, topic, raw in frames:
+                base = ns if base is None else base
                 if "rade" not in topic:   # trade / publicTrade / trades
                     continue
-                body = json.loads(raw)
-                data = body["data"]
+                data = json.loads(raw)["data"]
                 for t in data if isinstance(data, list) else [data]:
                     symbol = (t.get("s") or t.get("instId")).lower()
                     tid = t.get("t", t.get("i", t.get("tradeId")))
-                    offsets[(symbol, trade_key(exchange, tid))] = ns - base
+                    offsets[(symbol, trade_key(exchange, tid))] = int((ns - base) / speed)
             self._offsets[exchange] = offsets
         return self._offsets[exchange]
 
@@ -208,12 +251,15 @@ def engine_config(path: Path, instance: str, load: Load, redis_url: str, *,
             lines.append("enabled = false")
             continue
         wanted = [s for s in (streams or FEED_STREAMS) if not (s == "bbo" and ex != "binance")]
-        syms = ", ".join(f'{{ symbol = "{s}", market = "linear", streams = {json.dumps(wanted)} }}'
-                         for s in load.symbols[ex])
+        syms = ", ".join(
+            f'{{ symbol = "{sym}", market = "{market}", streams = '
+            f'{json.dumps(wanted if own is None else [s for s in own if s in wanted])} }}'
+            for sym, market, own in load.specs[ex])
         urls = ", ".join(f'{k} = "{v}"' for k, v in load.urls(ex).items())
         lines += ["enabled = true", f"symbols = [{syms}]", f"urls = {{ {urls} }}"]
-        if ex == "bybit":
-            lines.append("options = { depth_levels = 50 }")
+        if load.options[ex]:
+            lines.append("options = {" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in
+                                                   load.options[ex].items()) + "}")
         lines += [f"{k} = {json.dumps(v)}" for k, v in (overrides or {}).get(
             f"exchanges.{ex}", {}).items()]
     # the synthetic market's trades are small: the demo's whale thresholds (as `run
@@ -239,6 +285,9 @@ def load_arguments(parser: Any, quick: str) -> None:
                         help="frames/s sent by the three venues in all, comma-separated")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds (10)")
     parser.add_argument("--runs", type=int, default=3, help="runs per point (3)")
+    parser.add_argument("--market", choices=("synthetic", "recorded"), default="synthetic",
+                        help="what the venues send: the seeded synthetic market, or the real "
+                             "recordings (tests/data/recorded) sped up to the rate")
     parser.add_argument("--quick", action="store_true", help=f"smoke test: {quick}")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="engine config over the defaults, e.g. publisher.spin_us=0")

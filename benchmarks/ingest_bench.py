@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "tests" / "workers"))
 
 from feed_live import start_worker, stats, stop_worker, wait_for, write_config  # noqa: E402
+from harness import DATA, RECORDINGS  # noqa: E402
 from report import Emitter, pin  # noqa: E402
 
 import shm  # noqa: E402
@@ -56,10 +57,6 @@ CASES = {"trades": (["trades"], "trades"), "bbo": (["bbo"], "bbo"),
          "depth": (["depth", "book"], "book"), "recorded": ([], "trades")}
 # ``recorded``: the venue floods a real recording (looped) and the worker subscribes to every
 # symbol and stream in it, as replay discovers them; latency from the trades ring
-RECORDINGS = {"binance": "binance/hftbacktest_usdm_btcusdt_20240808.frames.jsonl.gz",
-              "bybit": "bybit/cryptofeed_linear_v5_20260809.frames.jsonl",
-              "okx": "okx/cryptofeed_books_3inst_20220513.frames.jsonl"}
-DATA = REPO / "tests" / "data" / "recorded"
 LEVEL1 = {"binance"}   # the synthetic Bybit/OKX venues have no level-1 topic (BBO from books)
 
 

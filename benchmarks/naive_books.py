@@ -202,11 +202,13 @@ class OkxBook(_Sync):
             self.book.clear()
         elif self.last_seq < 0:
             return WAIT
-        elif d["prevSeqId"] != self.last_seq:
+        elif "prevSeqId" in d and d["prevSeqId"] != self.last_seq:
             self.reset()
             return GAP
         self.book.apply(d["bids"], d["asks"])
-        self.last_seq = d["seqId"]
+        # books before mid-2022 carry no seqId (the recording's): the checksum alone checks
+        # them, as in the engine
+        self.last_seq = d.get("seqId", 0)
         self.top = self.book.top(self.levels)
         if self.checksum() != d["checksum"]:
             self.reset()

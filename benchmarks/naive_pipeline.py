@@ -10,10 +10,12 @@ same job:
 * Binance ``@bookTicker`` to ``binance:{symbol}:bbo`` (the synthetic Bybit and OKX venues have
   no level-1 topic, and the engine derives no bbo channel for them in this run);
 * L2 books under each exchange's sequence rules, checked on every message: Binance USD-M
-  ``@depth@100ms`` bridged to a REST snapshot and chained on ``pu``; Bybit ``orderbook.50``
-  snapshot then ``u + 1``; OKX ``books`` with ``prevSeqId``/``seqId`` and the CRC32 checksum of
-  every message. A break, a checksum mismatch or a crossed book resyncs that symbol (a new
-  snapshot; Bybit/OKX by resubscribing); the top 20 levels go to
+  ``@depth@100ms`` (or the interval the feed options name) bridged to a REST snapshot and
+  chained on ``pu``; Bybit ``orderbook.50`` (or ``.200``...) snapshot then ``u + 1``; OKX
+  ``books`` with ``prevSeqId``/``seqId`` (when sent: books before mid-2022 have only the
+  checksum) and the CRC32 checksum of every message. A break, a checksum mismatch or a
+  crossed book resyncs that symbol (a new snapshot; Bybit/OKX by resubscribing); the top 20
+  levels go to
   ``{exchange}:{symbol}:orderbook`` after every applied message, never while syncing.
 
 Why the comparison is fair: same channels, streams and book rules as the engine, same Redis
@@ -65,8 +67,9 @@ class Feed:
     ping: str | None = None   # the application-level ping text, if the exchange wants one
 
     def __init__(self, ws_url: str, rest_url: str, symbols: list[str],
-                 redis: aioredis.Redis) -> None:
+                 redis: aioredis.Redis, options: dict[str, Any] | None = None) -> None:
         self.ws_url, self.rest_url, self.symbols = ws_url.rstrip("/"), rest_url, symbols
+        self.options = options or {}   # the engine feed's options for the same venue
         self.redis = redis
         self.stats = dict.fromkeys(COUNTERS, 0)
         self.seq: dict[str, int] = {}
@@ -203,8 +206,9 @@ class BinanceFeed(Feed):
     name = "binance"
 
     def url(self) -> str:
+        depth = _BINANCE_DEPTH[self.options.get("depth_interval_ms", 100)]
         streams = "/".join(f"{s.lower()}@{kind}" for s in self.symbols
-                           for kind in ("trade", "bookTicker", "depth@100ms"))
+                           for kind in ("trade", "bookTicker", depth))
         return f"{self.ws_url}/public/stream?streams={streams}"
 
     def reset(self) -> None:
@@ -275,7 +279,9 @@ class BybitFeed(Feed):
         return self.ws_url + "/v5/public/linear"
 
     def subscriptions(self) -> list[str]:
-        topics = [t for s in self.symbols for t in (f"orderbook.50.{s}", f"publicTrade.{s}")]
+        levels = self.options.get("depth_levels", 50)
+        topics = [t for s in self.symbols
+                  for t in (f"orderbook.{levels}.{s}", f"publicTrade.{s}")]
         return [json.dumps({"op": "subscribe", "args": topics[i:i + 10]})
                 for i in range(0, len(topics), 10)]  # at most 10 args per request
 
@@ -302,7 +308,7 @@ class BybitFeed(Feed):
                 self.stats["book_updates"] += 1
                 await self.publish_book(name.lower(), book.last_u, *book.top, msg["ts"], ts)
             elif verdict != nb.WAIT:
-                await self.resubscribe(verdict, name, f"orderbook.50.{name}")
+                await self.resubscribe(verdict, name, topic)
 
 
 class OkxFeed(Feed):
@@ -316,6 +322,9 @@ class OkxFeed(Feed):
         return self.ws_url + "/ws/v5/public"
 
     def subscriptions(self) -> list[str]:
+        if self.options.get("book_channel", "books") != "books":
+            raise ValueError(f"okx: the naive pipeline keeps 'books' only, not "
+                             f"{self.options['book_channel']!r}")
         args = [{"channel": c, "instId": s} for s in self.symbols for c in ("books", "trades")]
         return [json.dumps({"op": "subscribe", "args": args})]
 
@@ -339,8 +348,8 @@ class OkxFeed(Feed):
                 verdict = book.on_message(msg["action"], d)
                 if verdict == nb.APPLIED:
                     self.stats["book_updates"] += 1
-                    await self.publish_book(inst.lower(), d["seqId"], *book.top, int(d["ts"]),
-                                            ts)
+                    uid = d.get("seqId", int(d["ts"]))   # as the engine: ts without seqId
+                    await self.publish_book(inst.lower(), uid, *book.top, int(d["ts"]), ts)
                 elif verdict != nb.WAIT:
                     self.stats["checksum_failures"] += verdict == nb.CHECKSUM
                     await self.resubscribe(verdict, inst, {"channel": "books", "instId": inst})
@@ -348,23 +357,28 @@ class OkxFeed(Feed):
 
 
 FEEDS: dict[str, type[Feed]] = {"binance": BinanceFeed, "bybit": BybitFeed, "okx": OkxFeed}
+_BINANCE_DEPTH = {250: "depth", 500: "depth@500ms", 100: "depth@100ms", 0: "depth@0ms"}
 
 
 async def run(venues: dict[str, tuple[str, str]], symbols: dict[str, list[str]],
               redis_url: str, seconds: float, ready: Callable[[], None] | None = None,
-              stop: asyncio.Event | None = None) -> dict[str, Any]:
+              stop: asyncio.Event | None = None,
+              options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Run the pipeline for ``seconds`` (or until ``stop`` is set) and return its counters.
 
     ``venues``: exchange → (WebSocket base URL, REST base URL); ``symbols``: exchange → its
-    exchange-native symbols; ``redis_url``: ``redis://host:port/db`` or ``unix:///path``.
-    ``ready`` is called once, when every connection has subscribed. Counters: ``frames``,
+    exchange-native symbols; ``redis_url``: ``redis://host:port/db`` or ``unix:///path``;
+    ``options``: exchange → the engine feed's options for the same venue (the Binance
+    ``depth_interval_ms``, the Bybit ``depth_levels``; OKX takes ``books`` only). ``ready``
+    is called once, when every connection has subscribed. Counters: ``frames``,
     ``published``, ``trades``, ``bbo``, ``book_updates``, ``resyncs``, ``checksum_failures``,
     ``malformed`` (sums), ``per_exchange`` (the same per exchange), ``elapsed_s`` and
     ``cpu_s`` (wall and CPU time of this process from the start to the stop, not counting
     the shutdown).
     """
     client = aioredis.from_url(redis_url)
-    feeds = [FEEDS[name](ws, rest, symbols[name], client) for name, (ws, rest) in venues.items()]
+    feeds = [FEEDS[name](ws, rest, symbols[name], client, (options or {}).get(name))
+             for name, (ws, rest) in venues.items()]
     waiting = {f.name for f in feeds}
 
     def subscribed(name: str) -> None:

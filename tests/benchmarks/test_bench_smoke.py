@@ -107,6 +107,24 @@ def test_e2e_bench_quick_joins_trades_to_the_redis_subscriber() -> None:
     assert not [i for i in shm.list_segments() if i.instance.startswith("bench")]
 
 
+def test_e2e_bench_quick_replays_the_real_recordings() -> None:
+    """``--market recorded``: the venues replay tests/data/recorded on shared clocks; every
+    trade due in the window reaches the subscriber and joins its intended send time."""
+    out = subprocess.run([sys.executable, "-m", "engine", "bench", "e2e", "--quick",
+                          "--market", "recorded"], cwd=REPO, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    by = {(d["case"], d["metric"]): d["value"]
+          for d in (json.loads(line) for line in out.stdout.splitlines())}
+    case = "recorded_500"
+    assert by[(case, "frames_per_s")] > 0 and by[(case, "trades_joined")] > 0
+    assert 0.9 <= by[(case, "trades_delivered")] <= 1.0
+    for stage in ("frame_to_subscriber", "intended_to_subscriber"):
+        assert 0 < by[(case, f"{stage}_p50")] <= by[(case, f"{stage}_p99")], stage
+    assert by[(case, "intended_to_subscriber_p50")] > by[(case, "frame_to_subscriber_p50")]
+    assert not [i for i in shm.list_segments() if i.instance.startswith("bench")]
+
+
 def test_compare_bench_quick_runs_both_pipelines_and_plots(tmp_path: Path) -> None:
     png, out_file = tmp_path / "compare.png", tmp_path / "compare.jsonl"
     out = subprocess.run([sys.executable, "-m", "engine", "bench", "compare", "--quick",
