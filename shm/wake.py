@@ -19,6 +19,8 @@ import os
 import platform
 import time
 
+import numpy as np
+
 from .atomics import compare_exchange_u32, fetch_and, fetch_or, futex_wake
 from .claim import lock_file
 from .errors import ShmError
@@ -88,6 +90,24 @@ class _FutexWaitv(ctypes.Structure):
 
 
 _waitv_missing = False
+# futex_waitv argument arrays by their words' addresses, reused: a follower waits on the same
+# rings every time, and building n ctypes structs per wait cost ≈ 1 µs a ring
+_waitv_arrays: dict[tuple[int, ...], tuple[ctypes.Array[_FutexWaitv], np.ndarray]] = {}
+_WAITV_CACHE = 64   # distinct ring sets kept (more: the cache starts afresh)
+
+
+def _waitv_array(addrs: tuple[int, ...]) -> tuple[ctypes.Array[_FutexWaitv], np.ndarray]:
+    """The reusable ``futex_waitv`` array over ``addrs`` and a writable view of its ``val``
+    column (u64, one per word)."""
+    found = _waitv_arrays.get(addrs)
+    if found is None:
+        if len(_waitv_arrays) >= _WAITV_CACHE:
+            _waitv_arrays.clear()
+        array = (_FutexWaitv * len(addrs))(*[_FutexWaitv(0, a, _FUTEX2_SIZE_U32, 0)
+                                             for a in addrs])
+        vals = np.frombuffer(array, np.uint64).reshape(len(addrs), 3)[:, 0]
+        found = _waitv_arrays[addrs] = (array, vals)
+    return found
 
 
 def futex_wait_any(words: list[tuple[int, int]], timeout_s: float) -> bool:
@@ -103,8 +123,8 @@ def futex_wait_any(words: list[tuple[int, int]], timeout_s: float) -> bool:
         return False
     if _waitv_missing or len(words) == 1:
         return futex_wait(words[0][0], words[0][1], timeout_s)
-    waiters = (_FutexWaitv * len(words))(*[_FutexWaitv(expected, addr, _FUTEX2_SIZE_U32, 0)
-                                            for addr, expected in words])
+    waiters, vals = _waitv_array(tuple([addr for addr, _ in words]))
+    vals[:] = [expected for _, expected in words]
     deadline = time.clock_gettime_ns(time.CLOCK_MONOTONIC) + int(timeout_s * 1e9)
     ts = _Timespec(deadline // 1_000_000_000, deadline % 1_000_000_000)  # absolute
     rc = _syscall(_SYS_FUTEX_WAITV, waiters, len(words), 0, ctypes.byref(ts),
