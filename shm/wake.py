@@ -105,7 +105,7 @@ def _waitv_array(addrs: tuple[int, ...]) -> tuple[ctypes.Array[_FutexWaitv], np.
             _waitv_arrays.clear()
         array = (_FutexWaitv * len(addrs))(*[_FutexWaitv(0, a, _FUTEX2_SIZE_U32, 0)
                                              for a in addrs])
-        vals = np.frombuffer(array, np.uint64).reshape(len(addrs), 3)[:, 0]
+        vals = np.frombuffer(memoryview(array).cast("B"), np.uint64).reshape(len(addrs), 3)[:, 0]
         found = _waitv_arrays[addrs] = (array, vals)
     return found
 
