@@ -34,6 +34,7 @@ from shm.layout import (
 )
 
 from ..detectors.events import VALUE_NAMES, EventKind
+from .book_json import encode_books, payload_bound, text_table
 
 __all__ = ["ANALYTICS_TYPES", "DEFAULT_PRIORITIES", "EVENT_TYPES", "STREAM_TYPES",
            "PayloadEncoder", "event_type_of"]
@@ -120,7 +121,8 @@ Item = tuple[str, int, bytes, int]   # event type, symbol id, payload, ring comm
 class PayloadEncoder:
     """Payloads of one exchange whose symbols are ``names`` (by symbol id, as configured)."""
 
-    def __init__(self, exchange: str, names: Sequence[str], encoding: str = "json") -> None:
+    def __init__(self, exchange: str, names: Sequence[str], encoding: str = "json",
+                 compiled: bool = True) -> None:
         if encoding not in ("json", "msgpack"):
             raise ValueError(f"encoding must be 'json' or 'msgpack', got {encoding!r}")
         self.exchange = exchange
@@ -128,6 +130,19 @@ class PayloadEncoder:
         self.unknown_kinds = 0   # event records skipped: a kind not in EventKind
         self.encode = (msgspec.json.Encoder() if encoding == "json"
                        else msgspec.msgpack.Encoder()).encode
+        # orderbook JSON through the compiled writer (book_json: the same bytes)
+        self.compiled_books = encoding == "json" and compiled
+        prefixes = [msgspec.json.encode({"exchange": exchange, "symbol": n,
+                                         "event_type": "orderbook", "timestamp": 0})[:-2]
+                    for n in self.names]
+        self._prefixes = text_table(prefixes)
+        self._markets = text_table([msgspec.json.encode(_MARKETS.get(c, "none"))
+                                    for c in range(256)])
+        self._states = text_table([msgspec.json.encode(_STATES.get(c, "NONE"))
+                                   for c in range(256)])
+        self._book_out = np.zeros(0, np.uint8)
+        self._book_ends = np.zeros(0, np.int64)
+        self.books_declined = 0   # book records the compiled writer left to msgspec
 
     def symbol(self, sid: int) -> str:
         """Lowercase symbol of a symbol id (``sid<N>`` for one the config does not know)."""
@@ -144,6 +159,8 @@ class PayloadEncoder:
         """``(event type, symbol id, payload, commit ns)`` of each record of a ring batch."""
         if stream == "trades":
             return self._trades(records)
+        if stream == "book" and self.compiled_books:
+            return self._books(records)
         return getattr(self, "_" + stream)(records.tolist())
 
     def _trades(self, records: np.ndarray) -> Iterator[Item]:
@@ -189,6 +206,29 @@ class PayloadEncoder:
                                    strict=True)),
                      state=_STATES.get(r[_K["state"]], "NONE"), epoch=r[_K["epoch"]])
             yield "orderbook", sid, self.encode(p), r[_K["ts_commit_ns"]]
+
+    def _books(self, records: np.ndarray) -> Iterator[Item]:
+        # the compiled writer; a record it declines goes through _book (msgspec)
+        n = len(records)
+        if not records.flags.c_contiguous:
+            records = np.ascontiguousarray(records)
+        need = n * payload_bound(self._prefixes[0].shape[1], records.dtype["bid_px"].shape[0])
+        if len(self._book_out) < need:
+            self._book_out = np.empty(max(need, 2 * len(self._book_out)), np.uint8)
+        if len(self._book_ends) < n:
+            self._book_ends = np.empty(max(n, 2 * len(self._book_ends)), np.int64)
+        out, ends = self._book_out, self._book_ends
+        self.books_declined += encode_books(records, *self._prefixes, *self._markets,
+                                            *self._states, out, ends)
+        start = 0
+        for i, (end, sid, commit) in enumerate(zip(
+                ends[:n].tolist(), records["symbol_id"].tolist(),
+                records["ts_commit_ns"].tolist(), strict=True)):
+            if end < 0:
+                yield from self._book(records[i:i + 1].tolist())
+                continue
+            yield "orderbook", sid, out[start:end].tobytes(), commit
+            start = end
 
     def _liquidations(self, rows: list[tuple[Any, ...]]) -> Iterator[Item]:
         for r in rows:
