@@ -98,8 +98,6 @@ class FeedWorker:
                     for s in specs:
                         table.register(s.symbol_id, names[s.symbol_id])
                     self.tables[stream] = table
-            self.stats = LatestWriter(segment_name(instance, exchange, "stats", suffix="latest"),
-                                      STATS, 1, replace=True)
         except BaseException:
             self.close(unlink=True)  # a failed start leaves nothing behind
             raise
@@ -115,6 +113,16 @@ class FeedWorker:
             raise FeedError(f"{exchange}: bad options {dict(cfg.options)}: {exc}") from None
         except BaseException:
             self.close(unlink=True)  # a failed start leaves nothing behind
+            raise
+        # the stats row is the supervisor's heartbeat: created only now, once every kernel the
+        # feed needs is compiled (a cold numba cache takes seconds; a heartbeat started before
+        # that went stale, the worker was killed before the cache was written, and a fresh
+        # checkout crash-looped)
+        try:
+            self.stats = LatestWriter(segment_name(instance, exchange, "stats", suffix="latest"),
+                                      STATS, 1, replace=True)
+        except BaseException:
+            self.close(unlink=True)
             raise
         c = cfg.connection
         settings = ConnectionSettings(c.backoff_initial_s, c.backoff_max_s, c.stale_after_s,
@@ -421,6 +429,7 @@ def run_worker(exchange: str, config: Config, duration_s: float | None = None) -
     cfg: ExchangeConfig = getattr(config.exchanges, exchange)
     if cfg.cpu >= 0:
         os.sched_setaffinity(0, {cfg.cpu})
+    _feed_class(exchange)   # imports its scanners: their kernels compile (or load) here
     warm_kernels()
     worker = FeedWorker(exchange, cfg, config.engine.instance)
 

@@ -37,7 +37,7 @@ from ..detectors.events import VALUE_NAMES, EventKind
 from .book_json import encode_books, payload_bound, text_table
 
 __all__ = ["ANALYTICS_TYPES", "DEFAULT_PRIORITIES", "EVENT_TYPES", "STREAM_TYPES",
-           "PayloadEncoder", "event_type_of"]
+           "PayloadEncoder", "event_type_of", "warm_kernels"]
 
 #: event type of each bus stream's records
 STREAM_TYPES = {"trades": "trade", "bbo": "bbo", "book": "orderbook",
@@ -291,3 +291,11 @@ class PayloadEncoder:
 
 
 _A = _index(ANALYTICS)
+
+
+def warm_kernels() -> None:
+    """Compile (or load from numba's cache) the orderbook writer: a process calls this before
+    its first heartbeat, because a cold compile (≈ 2 s, more on a busy host) on the first book
+    would stall the heartbeat and the supervisor would kill it before the cache is written."""
+    for _ in PayloadEncoder("warm", ["warm"]).records("book", np.zeros(1, BOOK)):
+        pass

@@ -15,6 +15,7 @@ import time
 
 from engine.config import Config, enabled_exchanges
 
+from .payloads import warm_kernels
 from .publisher import Publisher
 
 __all__ = ["run_publisher"]
@@ -28,6 +29,7 @@ def run_publisher(config: Config, duration_s: float | None = None, drain_s: floa
     if cfg.cpu >= 0:
         os.sched_setaffinity(0, {cfg.cpu})
     exchanges = enabled_exchanges(config, cfg.exchanges)
+    warm_kernels()   # before the stats row (the heartbeat) exists
     publisher = Publisher(config.engine.instance, exchanges, cfg)
     # numba and numpy leave ~100 k long-lived objects; a full collection of them takes
     # ~30 ms here. Frozen, the collector never walks them again (the loop's own garbage is
