@@ -107,6 +107,7 @@ class Load:
                 self.specs[ex] = [(x.symbol, x.market, list(x.streams)) for x in found]
                 self.options[ex] = dict(options)
         else:
+            self.speed = 1.0   # the synthetic timeline is generated at the rate already
             share = rate / len(self.exchanges)
             self.params = {ex: {"symbols": symbols,
                                 "rate": share / frames_per_event(ex, symbols),
@@ -123,14 +124,10 @@ class Load:
     def __enter__(self) -> Load:
         try:
             for ex in self.exchanges:
-                if self.recorded:
-                    self.venues[ex] = start_venue(
-                        ex, [str(DATA / RECORDINGS[ex])], speed=self.speed, loop=True,
-                        shared_clock=not self.flood, flood=self.flood)
-                else:
-                    self.venues[ex] = start_venue(
-                        ex, [], synthetic=self.params[ex], loop=True,
-                        shared_clock=not self.flood, flood=self.flood)
+                replay = [str(DATA / RECORDINGS[ex])] if self.recorded else []
+                self.venues[ex] = start_venue(
+                    ex, replay, speed=self.speed, loop=True, shared_clock=not self.flood,
+                    flood=self.flood, synthetic=None if self.recorded else self.params[ex])
         except BaseException:
             self.stop()
             raise
@@ -161,13 +158,12 @@ class Load:
             if self.recorded:
                 rec = self.recordings[exchange]
                 frames = zip(rec.recv_ns, rec.topics, rec.frames, strict=True)
-                speed = self.speed
             else:
                 params = self.params[exchange]
                 config = SyntheticConfig(exchange=exchange, symbols=int(params["symbols"]),
                                          rate_hz=params["rate"], seconds=params["seconds"],
                                          seed=SEED)
-                frames, speed = iter(generate(config)[0]), 1.0
+                frames = iter(generate(config)[0])
             offsets: dict[tuple[str, int], int] = {}
             base = None
             for ns, topic, raw in frames:
@@ -178,7 +174,8 @@ class Load:
                 for t in data if isinstance(data, list) else [data]:
                     symbol = (t.get("s") or t.get("instId")).lower()
                     tid = t.get("t", t.get("i", t.get("tradeId")))
-                    offsets[(symbol, trade_key(exchange, tid))] = int((ns - base) / speed)
+                    offsets[(symbol, trade_key(exchange, tid))] = int((ns - base)
+                                                                      / self.speed)
             self._offsets[exchange] = offsets
         return self._offsets[exchange]
 

@@ -26,6 +26,7 @@ import numpy as np
 __all__ = ["FLOAT_DIGITS", "encode_books", "payload_bound", "text_table"]
 
 FLOAT_DIGITS = 15                       # significant digits this path writes at most
+_MAX_MANTISSA = 10.0**FLOAT_DIGITS
 _POW10 = np.array([10.0**i for i in range(23)])
 _TWO53 = float(2**53)
 _LOW, _HIGH = 1e-5, 1e16                 # msgspec writes plain decimals in [_LOW, _HIGH)
@@ -69,13 +70,19 @@ def _put(out: np.ndarray, at: int, raw: np.ndarray, n: int) -> int:
 
 
 @nb.njit(cache=True)
+def _count(value: np.uint64) -> int:
+    """How many decimal digits an unsigned value has."""
+    n = 1
+    while value >= 10:
+        value //= np.uint64(10)
+        n += 1
+    return n
+
+
+@nb.njit(cache=True)
 def _digits(out: np.ndarray, at: int, value: np.uint64) -> int:
     """Decimal digits of an unsigned value."""
-    n = 1
-    probe = value
-    while probe >= 10:
-        probe //= np.uint64(10)
-        n += 1
+    n = _count(value)
     for i in range(n - 1, -1, -1):
         out[at + i] = 48 + value % np.uint64(10)
         value //= np.uint64(10)
@@ -118,15 +125,11 @@ def _float(out: np.ndarray, at: int, x: float) -> int:
             # at most FLOAT_DIGITS digits: then m is the only candidate at this k (m ± 1 are
             # 1/10^k apart, more than x's ulp ≈ m·2^-52/10^k while m < 2^52), so no closest
             # of several has to be chosen
-            if m >= 1e15:
+            if m >= _MAX_MANTISSA:
                 return -1
             # digits of m with k of them after the point ("0.000m" when m is shorter)
             buf = np.uint64(m)
-            n = 1
-            probe = buf
-            while probe >= 10:
-                probe //= np.uint64(10)
-                n += 1
+            n = _count(buf)
             if k == 0:
                 at = _digits(out, at, buf)
                 out[at], out[at + 1] = 46, 48   # .0
@@ -178,8 +181,7 @@ def encode_books(records: np.ndarray, prefixes: np.ndarray, prefix_lens: np.ndar
     ``ends[i]`` is where record ``i``'s payload ends, or -1 where it was declined (it then
     takes no bytes). ``prefixes[sid]``: ``{"exchange":..,"symbol":..,"event_type":"orderbook",
     "timestamp":`` as msgspec writes it; ``markets``/``states``: the quoted name of every
-    code (256 rows, each ≤ 60 bytes). ``out`` must hold ``len(records) ×``
-    :func:`payload_bound` bytes.
+    code (256 rows). ``out`` must hold ``len(records) ×`` :func:`payload_bound` bytes.
     Returns the number of records declined."""
     at = 0
     declined = 0
