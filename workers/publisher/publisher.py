@@ -4,7 +4,8 @@ One synchronous loop (:meth:`Publisher.step`), no asyncio and no threads:
 
 1. **ingest**: poll every followed ring once; each record becomes one :class:`Message`
    (PUBLISH, plus SET ``latest:*`` and XADD where configured, in one write) in its class
-   queue. While the breaker is open, non-CRITICAL messages are dropped here (counted).
+   queue. While the breaker is open, non-CRITICAL messages are dropped here (counted); a
+   feed ring's records of a refused class are dropped before they are encoded.
    Analytics latest tables are read every ``analytics_interval_ms``.
 2. **pump**: while the link is up, take messages CRITICAL first, as far as the breaker and
    ``max_inflight`` allow, ``batch_max`` at a time, write them and hand them to the socket;
@@ -39,7 +40,7 @@ from shm.layout import Priority
 
 from ..rings import RingSet
 from .breaker import BreakerState, LatencyBreaker
-from .payloads import DEFAULT_PRIORITIES, PayloadEncoder
+from .payloads import DEFAULT_PRIORITIES, STREAM_TYPES, PayloadEncoder
 from .queues import CLASSES, DROP_REASONS, Drop, Message, PriorityQueues
 from .redis_link import LinkDown, RedisLink
 from .resp import CommandPrefixes, encode_command, parse_redis_url
@@ -118,6 +119,7 @@ class Publisher:
         self.link = RedisLink(parse_redis_url(cfg.redis_url),
                               connect_timeout_s=cfg.connect_timeout_ms / 1000, clock=clock)
         self._routes: dict[tuple[str, str, int], _Route] = {}
+        self._ring_classes: dict[str, tuple[int, bool]] = {}
         self._retry: list[Message] = []
         self._analytics: dict[str, shm.LatestReader] = {}
         self._analytics_seq: dict[tuple[str, int], int] = {}
@@ -150,16 +152,29 @@ class Publisher:
             cfg = self.settings
             symbol = "all" if event_type == "channel_silent" else \
                 self.encoders[exchange].symbol(sid)
-
-            def on(surface: tuple[str, ...]) -> bool:
-                return "*" in surface or event_type in surface
-
             route = _Route(CommandPrefixes(f"{exchange}:{symbol}:{event_type}",
                                            cfg.latest_ttl_ms, cfg.xadd_maxlen),
-                           self.priorities.get(event_type, _HIGH),
-                           on(cfg.publish), on(cfg.latest), on(cfg.xadd))
+                           self.priorities.get(event_type, _HIGH), *self._surfaces(event_type))
             self._routes[key] = route
         return route
+
+    def _surfaces(self, event_type: str) -> tuple[bool, bool, bool]:
+        """Whether ``event_type`` goes to PUBLISH, the latest keys, the streams."""
+        cfg = self.settings
+
+        def on(surface: tuple[str, ...]) -> bool:
+            return "*" in surface or event_type in surface
+
+        return on(cfg.publish), on(cfg.latest), on(cfg.xadd)
+
+    def _ring_class(self, stream: str) -> tuple[int, bool]:
+        """A feed ring carries one event type: its class, and whether it has a surface."""
+        known = self._ring_classes.get(stream)
+        if known is None:
+            event_type = STREAM_TYPES[stream]
+            known = self._ring_classes[stream] = (self.priorities.get(event_type, _HIGH),
+                                                  any(self._surfaces(event_type)))
+        return known
 
     def _enqueue(self, route: _Route, payload: bytes, commit_ns: int, now_ns: int,
                  breaker_open: bool) -> None:
@@ -192,6 +207,14 @@ class Publisher:
         now = self.clock()
         breaker_open = self.breaker.state == _OPEN
         self.counts["records"] += len(batch)
+        if breaker_open and owner != "detectors":
+            p, surfaced = self._ring_class(stream)
+            if p != _CRITICAL:
+                # dropped at the door anyway: not encoded either, so an overloaded host
+                # spends its CPU on what still flows (CRITICAL) and recovers sooner
+                if surfaced:
+                    self.queues.drops[p, Drop.BREAKER_OPEN] += len(batch)
+                return len(batch)
         if owner == "detectors":
             groups = [(self._exchange_names.get(e), batch[batch["exchange"] == e])
                       for e in np.unique(batch["exchange"]).tolist()]
