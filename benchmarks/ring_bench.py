@@ -162,11 +162,12 @@ def _reader_child(ready: Any, name: str, wait: str, count: int, api: str) -> dic
         gc.enable()
         reader.close()
     return {"lat": lat[:k], "lost": stats.lost, "parks": stats.parks,
-            "cpu_pct": 100.0 * cpu / wall}
+            "cpu_pct": 100.0 * cpu / wall, "cpu_per_record_us": cpu / max(k, 1) * 1e6}
 
 
 def _floor_child(ready: Any, path: str, count: int) -> dict:
-    """Wait on a bare futex ``count`` times; the wake latency of each, in ns (no bus code)."""
+    """Wait on a bare futex ``count`` times; the wake latency of each, in ns (no bus code),
+    and the CPU this waiter spent per wake-up (the floor under every parked stage's cost)."""
     fd = os.open(path, os.O_RDONLY)
     mm = mmap.mmap(fd, mmap.PAGESIZE, prot=mmap.PROT_READ)
     os.close(fd)
@@ -175,13 +176,15 @@ def _floor_child(ready: Any, path: str, count: int) -> dict:
     lat = np.empty(count, np.int64)
     ready.set()
     gc.disable()
+    cpu0 = time.process_time_ns()
     for i in range(count):
         while words[0] == i:
             futex_wait(addr, i, 1.0)
         lat[i] = time.perf_counter_ns() - words[1]
+    cpu = time.process_time_ns() - cpu0
     gc.enable()
     words.release()
-    return {"lat": lat}
+    return {"lat": lat, "cpu_per_wake_us": cpu / count / 1e3}
 
 
 def _jitter_child(ready: Any, duration: float) -> dict:
@@ -259,7 +262,8 @@ def handoff_once(name: str, wait: str, api: str, rate: float, duration: float,
     lat = result["lat"][int(len(result["lat"]) * WARMUP_FRACTION):]
     out = {key: (value, "us") for key, value in _percentiles(lat).items()}
     out |= {"count": (len(lat), "records"), "lost": (result["lost"], "records"),
-            "parks": (result["parks"], "count"), "reader_cpu": (result["cpu_pct"], "%")}
+            "parks": (result["parks"], "count"), "reader_cpu": (result["cpu_pct"], "%"),
+            "reader_cpu_per_record": (result["cpu_per_record_us"], "us")}
     return out
 
 
@@ -285,13 +289,15 @@ def wake_floor_once(rate: float, duration: float,
             words[0] = i + 1
             futex_wake(addr)
             send += 1e9 / rate
-        lat = _finish(proc, results)["lat"]
+        result = _finish(proc, results)
         words.release()
     finally:
         os.close(fd)
         os.unlink(path)
-    lat = lat[int(len(lat) * WARMUP_FRACTION):]
-    return {key: (value, "us") for key, value in _percentiles(lat).items()}
+    lat = result["lat"][int(len(result["lat"]) * WARMUP_FRACTION):]
+    out = {key: (value, "us") for key, value in _percentiles(lat).items()}
+    out["waiter_cpu_per_wake"] = (result["cpu_per_wake_us"], "us")
+    return out
 
 
 def jitter_once(duration: float, cpu: int | None) -> dict[str, tuple[float, str]]:
