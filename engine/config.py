@@ -163,6 +163,7 @@ class DetectorsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cpu: int = -1                          # CPU to pin the process to; -1: no pinning
     events_ring_capacity: int = 65_536     # records in the events ring (power of two)
     idle_wait_us: int = 1_000              # idle: park on every ring at once this long
+    batch_window_us: int = 0               # busy: one wake-up per window, not per commit
     analytics_interval_ms: int = 100       # refresh of the analytics latest tables
     whale_min_usd: float = 1_000_000.0     # one trade at least this: WHALE_TRADE (0: off)
     whale_burst_usd: float = 5_000_000.0   # same-side run reaching this: WHALE_BURST (0: off)
@@ -190,7 +191,7 @@ class DetectorsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         if cap < 1024 or cap & (cap - 1):
             raise ValueError(f"events_ring_capacity {cap} is not a power of two ≥ 1024")
         for name in ("whale_min_usd", "whale_burst_usd", "liquidation_min_usd", "cascade_usd",
-                     "idle_wait_us", "spoof_min_usd", "iceberg_min_usd"):
+                     "idle_wait_us", "batch_window_us", "spoof_min_usd", "iceberg_min_usd"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be ≥ 0")
         for name in ("analytics_interval_ms", "whale_burst_window_s", "cascade_window_s",

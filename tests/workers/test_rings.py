@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -103,3 +104,51 @@ def test_a_restarted_writer_is_followed_at_its_new_mapping(instance: str) -> Non
     finally:
         rings.close()
         w.close(unlink=True)
+
+
+def _follow(instance: str, window_us: int, gap_s: float, count: int) -> tuple[int, list[int]]:
+    """A writer thread commits ``count`` trades ``gap_s`` apart; this thread follows the ring
+    as the loops do (poll, else wait). Returns (wait() calls, commit → poll latency in ns)."""
+    w = _writer(instance, "binance", "trades")
+    rings = RingSet(instance, sweep_s=3600.0, batch_window_us=window_us)
+
+    def write() -> None:
+        time.sleep(0.05)
+        for n in range(count):
+            _trade(w, n)
+            time.sleep(gap_s)
+
+    waits, latency = 0, []
+    try:
+        _sweep(rings, [("binance", "trades")])
+        thread = threading.Thread(target=write)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while len(latency) < count and time.monotonic() < deadline:
+            batch, _ = rings.poll("binance", "trades")
+            if batch is not None and len(batch):
+                now = time.perf_counter_ns()
+                latency += (now - batch["ts_commit_ns"]).tolist()
+                continue
+            rings.wait(0.5)
+            waits += 1
+        thread.join()
+    finally:
+        rings.close()
+        w.close(unlink=True)
+    assert len(latency) == count
+    return waits, latency
+
+
+def test_a_batch_window_gathers_frequent_commits_into_fewer_wake_ups(instance: str) -> None:
+    plain, _ = _follow(instance, 0, 0.002, 100)
+    windowed, latency = _follow(instance, 20_000, 0.002, 100)
+    assert plain >= 60                 # about one wake-up per commit
+    assert windowed <= 30              # about one per 20 ms window (the run lasts ≥ 200 ms)
+    assert max(latency) < 60_000_000   # a record waits at most about a window
+
+
+def test_a_batch_window_leaves_slow_traffic_alone(instance: str) -> None:
+    waits, latency = _follow(instance, 20_000, 0.05, 8)
+    assert waits <= 12                 # one futex wake-up per commit, no timed sleeps between
+    assert sorted(latency)[len(latency) // 2] < 10_000_000   # woken by the commit, not a timer

@@ -254,7 +254,7 @@ class DetectorRunner:
             self.rows[ex] = np.zeros(len(names), ANALYTICS)
         self._interval_ns = self.settings.analytics_interval_ms * 1_000_000
         self._next_analytics = 0
-        self.rings = RingSet(instance, start)
+        self.rings = RingSet(instance, start, batch_window_us=self.settings.batch_window_us)
         self._ring_keys = [(ex, stream) for ex in self.detectors for stream in STREAMS]
         self.stats = shm.LatestWriter(shm.segment_name(instance, "detectors", "stats",
                                                        suffix="latest"), STATS, 1, replace=True)
