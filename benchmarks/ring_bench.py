@@ -16,7 +16,8 @@ progress goes to stderr. Cases:
   ``ts_commit_ns`` (CLOCK_MONOTONIC, system-wide, stamped inside the commit just before the
   record becomes visible); it therefore covers the cross-core hand-off, the wake-up and the copy
   out of the ring into a validated array. The first 10% are warm-up.
-  ``reader_cpu`` is the reader's CPU time (psutil) over its wall time while waiting/reading.
+  ``reader_cpu`` is the reader's CPU time (``process_time_ns``) over its wall time while
+  waiting/reading; ``reader_cpu_per_record`` the same CPU time per record read.
 * ``wake_floor``: the same paced ping as ``handoff_park`` through a bare futex in a scratch
   file, with no bus code: the platform's own wake-up latency, the floor under ``handoff_park``.
 * ``jitter``: a child pinned to the reader's CPU busy-reads ``perf_counter_ns`` and records
@@ -40,7 +41,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import psutil
 
 import shm
 from shm.wake import futex_wait, futex_wake
@@ -129,7 +129,6 @@ def _child(fn: Callable[..., dict], results: Any, ready: Any, cpu: int | None,
 def _reader_child(ready: Any, name: str, wait: str, count: int, api: str) -> dict:
     """Read ``count`` records (or until the writer closes) with ``poll`` or ``poll_into``;
     latency of each in ns."""
-    me = psutil.Process()
     reader = shm.Reader(name, start="oldest", wait=wait)  # type: ignore[arg-type]
     lat = np.empty(count, np.int64)
     buf = np.zeros(256, shm.TRADE)
@@ -139,7 +138,7 @@ def _reader_child(ready: Any, name: str, wait: str, count: int, api: str) -> dic
         reader.poll()
         gc.disable()
         ready.set()
-        cpu0, t0 = sum(me.cpu_times()[:2]), time.perf_counter_ns()
+        cpu0, t0 = time.process_time_ns(), time.perf_counter_ns()
         while k < count:
             try:
                 if into:
@@ -155,7 +154,7 @@ def _reader_child(ready: Any, name: str, wait: str, count: int, api: str) -> dic
             if m:
                 lat[k:k + m] = now - recs["ts_commit_ns"][:m]
                 k += m
-        cpu = sum(me.cpu_times()[:2]) - cpu0
+        cpu = (time.process_time_ns() - cpu0) / 1e9
         wall = _seconds(time.perf_counter_ns() - t0)
         stats = reader.stats
     finally:

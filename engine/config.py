@@ -194,6 +194,9 @@ class DetectorsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                      "idle_wait_us", "batch_window_us", "spoof_min_usd", "iceberg_min_usd"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be ≥ 0")
+        if self.batch_window_us > self.idle_wait_us:
+            raise ValueError(f"batch_window_us {self.batch_window_us} exceeds idle_wait_us "
+                             f"{self.idle_wait_us} (a window's sleep ends at idle_wait_us)")
         for name in ("analytics_interval_ms", "whale_burst_window_s", "cascade_window_s",
                      "cascade_min_slots",
                      "imbalance_levels", "heatmap_zones", "heatmap_zone_bps", "spoof_near_bps",

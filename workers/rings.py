@@ -39,9 +39,10 @@ class RingSet:
                  batch_window_us: int = 0) -> None:
         self.instance = instance
         self.batch_window_ns = batch_window_us * 1000
-        self._busy = False      # wait(): two wake-ups came within the window
-        self._woke_ns = 0       # wait(): when the last one returned
-        self._taken = 0         # records polled since then
+        self._busy = False        # wait(): two commit wake-ups came within the window
+        self._commit_woke_ns = 0  # wait(): the last wake-up by a commit
+        self._window_ns = 0       # wait(): when the current window started
+        self._taken = 0           # records polled since the last wait()
         self.start = start
         self.retry_s = retry_s
         self.sweep_s = sweep_s
@@ -132,23 +133,30 @@ class RingSet:
         most ``timeout_s``; True if something may be new. Rings not attached yet are found
         by the next poll after their retry delay.
 
-        With a batch window: once two wake-ups came within ``batch_window_us`` and the last
-        one found records, sleep out the rest of the window instead of parking, and let the
-        commits gather (one timed wake-up per window instead of one per commit, each ≈ 30
-        CPU-µs on a VM; up to a window of latency). Slower traffic never sees the window."""
+        With a batch window: once two commits woke it closer together than
+        ``batch_window_us`` and records keep coming, sleep out the rest of the window instead
+        of parking, so that frequent commits share one timed wake-up (each wake-up ≈ 30 CPU-µs
+        on a VM; the price is up to a window of latency). A window that gathered nothing
+        ends it: the next park is a plain one, and only two commit wake-ups closer than the
+        window start it again, so traffic slower than the window is never delayed (at most
+        one timed wake-up follows an isolated close pair). ``timeout_s`` caps a window's
+        sleep (the detectors' config keeps the window ≤ ``idle_wait_us``)."""
         window = self.batch_window_ns
         if window and self._busy and self._taken:
             self._taken = 0
-            rest = self._woke_ns + window - time.perf_counter_ns()
+            rest = self._window_ns + window - time.perf_counter_ns()
             if rest > 0:
                 time.sleep(min(rest / 1e9, timeout_s))
-            self._woke_ns = time.perf_counter_ns()
+            self._window_ns = time.perf_counter_ns()   # the next window starts here
             return True
         woke = shm.wait_any(list(self.readers.values()), timeout_s)
         if window:
+            # measured between commit wake-ups only: a timed one says nothing about the rate
             now = time.perf_counter_ns()
-            self._busy = woke and now - self._woke_ns < window
-            self._woke_ns, self._taken = now, 0
+            self._busy = woke and now - self._commit_woke_ns < window
+            if woke:
+                self._commit_woke_ns = now
+            self._window_ns, self._taken = now, 0
         return woke
 
     def totals(self) -> tuple[int, int]:

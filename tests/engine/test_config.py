@@ -35,6 +35,8 @@ def test_overrides_use_latest_table_names(tmp_path: Path) -> None:
     ("[detectors]\nevents_ring_capacity = 1000\n", "events_ring_capacity"),
     ("[detectors]\nimbalance_decay = 0.0\n", "imbalance_decay"),
     ("[detectors]\ncascade_min_slots = 0\n", "cascade_min_slots"),
+    ("[detectors]\nbatch_window_us = -1\n", "batch_window_us must be ≥ 0"),
+    ("[detectors]\nbatch_window_us = 2000\n", "batch_window_us 2000 exceeds idle_wait_us 1000"),
     ("[detectors]\nwhale_min_usd = 'big'\n", "$.detectors.whale_min_usd"),
     ("[detectors]\nenabled = true\ncpu = 999\n", "cpu 999"),
     ("[detectors]\ncolour = 1\n", "colour"),
