@@ -25,13 +25,13 @@ Cases, per pipeline (``engine@R``, ``naive@R``) and their ratios (``ratio@R``):
 * ``throughput``: the highest fixed rate each pipeline *kept up* with (≥ 99 % of the trades
   delivered, intended → subscriber p99 ≤ 100 ms) and the ratio ``throughput_x``; when the
   engine kept up at the highest rate tried, that is a floor (``engine_at_highest_rate``);
-* ``flood``: the venues send as fast as each pipeline reads: frames/s taken from the venues
-  (their own count: ``ingest_x``) and messages/s delivered to the subscriber
-  (``delivered_x``). The engine's feeds never slow down for the publisher, which sheds what
-  Redis cannot take in time (the breaker, by class), so under flood its ingest and delivery
-  part ways; the naive pipeline reads only as fast as it publishes.
+* ``flood``: the venues send as fast as each pipeline reads: frames/s the pipeline read, by
+  its own count (``ingest_x``), and messages/s delivered to the subscriber (``delivered_x``).
+  The engine's feeds never slow down for the publisher, which sheds what Redis cannot take
+  in time (the breaker, by class), so under flood its ingest and delivery part ways; the
+  naive pipeline reads only as fast as it publishes.
 
-Cost: CPU µs per frame offered and per message delivered to the subscriber, over the
+Cost: CPU µs per frame read and per message delivered to the subscriber, over the
 pipeline's processes and Redis (not the venues, which are the load), and memory (PSS summed
 over the processes). ``frame_to_subscriber`` starts at each
 pipeline's own receipt stamp: the engine's at ``on_ws_frame`` entry, the naive pipeline's when
@@ -48,10 +48,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -62,6 +62,7 @@ from e2e_bench import GRACE_S, cost, subscriber_latency  # noqa: E402
 from report import nan_median, report_runs  # noqa: E402
 
 from engine.embedded_redis import EmbeddedRedis  # noqa: E402
+from engine.status import read_status  # noqa: E402
 
 WARMUP_S = 2.0
 FLOOD_RATE = 30_000.0   # the flood timeline's density (events per timeline second)
@@ -71,10 +72,20 @@ _ctx = mp.get_context("spawn")
 Metrics = dict[str, tuple[float, str]]
 
 
+class Running(NamedTuple):
+    """A pipeline under test: its processes, and the frames it has read so far, by its own
+    count. Not the venues' count of frames sent: with a reader slower than the venue that
+    runs ahead by whatever the socket buffers hold (up to 32 MiB on this machine, seconds of
+    the naive pipeline's work), and a short window could see none sent at all."""
+    pids: dict[str, int]
+    frames: Callable[[], int]
+
+
 def _naive_child(venues: dict[str, tuple[str, str]], symbols: dict[str, list[str]],
                  options: dict[str, dict[str, Any]], redis_url: str, conn: Any) -> None:
     """Child: the naive pipeline until the parent says "stop" (once its measurement is
-    over: a fixed duration could end before the parent's window does)."""
+    over: a fixed duration could end before the parent's window does); answers "frames"
+    with the frames read so far."""
     import asyncio
     import threading
 
@@ -83,21 +94,27 @@ def _naive_child(venues: dict[str, tuple[str, str]], symbols: dict[str, list[str
     async def main() -> dict[str, Any]:
         loop, stop = asyncio.get_running_loop(), asyncio.Event()
 
-        def wait_for_parent() -> None:
-            conn.recv()
+        feeds: list[Any] = []
+
+        def serve_parent() -> None:
+            # The parent asks only after "ready" and waits for each answer, so this thread
+            # and the loop's sends never overlap on the pipe. The counters are plain ints:
+            # reading them from here is safe under the GIL.
+            while conn.recv() == "frames":
+                conn.send(sum(f.stats["frames"] for f in feeds))
             loop.call_soon_threadsafe(stop.set)
 
-        threading.Thread(target=wait_for_parent, daemon=True).start()
-        return await run(venues, symbols, redis_url, 3600.0,
-                         ready=lambda: conn.send("ready"), stop=stop, options=options)
+        threading.Thread(target=serve_parent, daemon=True).start()
+        return await run(venues, symbols, redis_url, 3600.0, ready=lambda: conn.send("ready"),
+                         stop=stop, options=options, feeds_out=feeds)
 
     conn.send(asyncio.run(main()))
 
 
 @contextmanager
-def _naive(load: harness.Load, redis: EmbeddedRedis) -> Iterator[dict[str, int]]:
-    """The naive pipeline in its own process; yields its pids once it is subscribed
-    everywhere, stops it when the block ends."""
+def _naive(load: harness.Load, redis: EmbeddedRedis) -> Iterator[Running]:
+    """The naive pipeline in its own process, yielded once it is subscribed everywhere;
+    stopped when the block ends."""
     parent, child = _ctx.Pipe()
     proc = _ctx.Process(target=_naive_child, daemon=True, args=(
         load.endpoints(), load.symbols, load.options, redis.url, child))
@@ -105,7 +122,14 @@ def _naive(load: harness.Load, redis: EmbeddedRedis) -> Iterator[dict[str, int]]
     try:
         if not parent.poll(60) or parent.recv() != "ready":
             raise RuntimeError("naive pipeline did not subscribe")
-        yield {"naive": proc.pid}
+
+        def frames() -> int:
+            parent.send("frames")
+            if not parent.poll(10):
+                raise RuntimeError("naive pipeline did not report its frames")
+            return int(parent.recv())
+
+        yield Running({"naive": proc.pid}, frames)
         parent.send("stop")
         if not parent.poll(60):
             raise RuntimeError("naive pipeline did not stop")
@@ -120,7 +144,7 @@ def _naive(load: harness.Load, redis: EmbeddedRedis) -> Iterator[dict[str, int]]
 
 @contextmanager
 def _engine(load: harness.Load, redis: EmbeddedRedis, tmp: Path,
-            overrides: dict[str, dict[str, Any]] | None) -> Iterator[dict[str, int]]:
+            overrides: dict[str, dict[str, Any]] | None) -> Iterator[Running]:
     instance = "bench" + uuid.uuid4().hex[:6]
     cfg = tmp / "config.toml"
     harness.engine_config(cfg, instance, load, redis.url, detectors=False,
@@ -128,7 +152,10 @@ def _engine(load: harness.Load, redis: EmbeddedRedis, tmp: Path,
                   publisher={"streams": ["trades", "bbo", "book"], "latest": [], "xadd": []},
                   overrides=overrides)
     with harness.EngineRun(cfg, instance, tmp / "run.log") as engine:
-        yield engine.pids()
+        def frames() -> int:   # every feed worker's count of frames received
+            return sum(c.detail.get("frames", 0) for c in read_status(instance).components)
+
+        yield Running(engine.pids(), frames)
 
 
 def one_run(pipeline: str, rate: float | None, seconds: float,
@@ -142,17 +169,17 @@ def one_run(pipeline: str, rate: float | None, seconds: float,
             harness.Load(rate or FLOOD_RATE, timeline, flood=flood, recorded=recorded) as load:
         start = (_engine(load, redis, Path(tmp), overrides) if pipeline == "engine"
                  else _naive(load, redis))
-        with start as pids:
+        with start as running:
             time.sleep(WARMUP_S)
             sub = harness.Subscriber(redis.socket_path, seconds, decode_trades=not flood)
             now = time.perf_counter_ns()
             window = (now, now + int((seconds - GRACE_S) * 1e9))
-            sampler = harness.Sampler(pids | {"redis": redis.process.pid})
-            sent0 = load.sent()
+            sampler = harness.Sampler(running.pids | {"redis": redis.process.pid})
+            read0 = running.frames()
             sampler.start()
             time.sleep(seconds)
             sampler.stop()
-            frames = load.sent() - sent0
+            frames = running.frames() - read0
             counts, trades = sub.result()
         out: Metrics = {
             "frames_per_s": (frames / seconds, "1/s"),

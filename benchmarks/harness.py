@@ -279,7 +279,8 @@ def load_arguments(parser: Any, quick: str) -> None:
     """The options the suites driving a :class:`Load` share: ``--rates``, ``--seconds``,
     ``--runs``, ``--quick`` (described by ``quick``), ``--set``, ``--out``, ``--plot``."""
     parser.add_argument("--rates", default="1000,5000,20000",
-                        help="frames/s sent by the three venues in all, comma-separated")
+                        help="frames/s sent by the three venues in all, comma-separated "
+                             "(empty: none, e.g. compare's flood case alone)")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds (10)")
     parser.add_argument("--runs", type=int, default=3, help="runs per point (3)")
     parser.add_argument("--market", choices=("synthetic", "recorded"), default="synthetic",
@@ -300,7 +301,7 @@ def begin(parser: Any, args: Any, suite: str, quick_rate: float
     from report import Emitter, report_runs
     from ring_bench import jitter_once
 
-    rates = [quick_rate] if args.quick else [float(r) for r in args.rates.split(",")]
+    rates = [quick_rate] if args.quick else [float(r) for r in args.rates.split(",") if r.strip()]
     seconds, runs = (2.0, 1) if args.quick else (args.seconds, args.runs)
     try:
         overrides = parse_overrides(args.set)

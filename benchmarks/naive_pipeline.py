@@ -363,7 +363,8 @@ _BINANCE_DEPTH = {250: "depth", 500: "depth@500ms", 100: "depth@100ms", 0: "dept
 async def run(venues: dict[str, tuple[str, str]], symbols: dict[str, list[str]],
               redis_url: str, seconds: float, ready: Callable[[], None] | None = None,
               stop: asyncio.Event | None = None,
-              options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+              options: dict[str, dict[str, Any]] | None = None,
+              feeds_out: list[Feed] | None = None) -> dict[str, Any]:
     """Run the pipeline for ``seconds`` (or until ``stop`` is set) and return its counters.
 
     ``venues``: exchange → (WebSocket base URL, REST base URL); ``symbols``: exchange → its
@@ -374,11 +375,14 @@ async def run(venues: dict[str, tuple[str, str]], symbols: dict[str, list[str]],
     ``published``, ``trades``, ``bbo``, ``book_updates``, ``resyncs``, ``checksum_failures``,
     ``malformed`` (sums), ``per_exchange`` (the same per exchange), ``elapsed_s`` and
     ``cpu_s`` (wall and CPU time of this process from the start to the stop, not counting
-    the shutdown).
+    the shutdown). ``feeds_out``, if given, receives the feeds as soon as they exist, so that
+    another thread can read their live ``stats``.
     """
     client = aioredis.from_url(redis_url)
     feeds = [FEEDS[name](ws, rest, symbols[name], client, (options or {}).get(name))
              for name, (ws, rest) in venues.items()]
+    if feeds_out is not None:
+        feeds_out.extend(feeds)
     waiting = {f.name for f in feeds}
 
     def subscribed(name: str) -> None:
