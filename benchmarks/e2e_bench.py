@@ -16,11 +16,15 @@ into a private ``redis-server``. Once it is ready and warmed up, for ``S`` secon
 * this process follows every trades ring and the events ring, keeping each record's stamps:
   ``ts_mono_ns`` (``on_ws_frame`` entry), ``ts_commit_ns`` (ring commit), and for events
   ``trigger_commit_ns`` / ``ts_detect_ns`` / ``ts_commit_ns``;
-* psutil samples the CPU time and RSS of the supervisor, each child and Redis.
+* psutil samples the CPU time and RSS of the supervisor, each child and Redis;
+* the publisher keeps its own ring commit → Redis reply sample per message and saves them
+  as it exits (``[publisher] latency_samples_file``).
 
 Per trade: intended send → subscriber (the venue's due time, so a backlog shows: no
 coordinated omission), frame → subscriber (the payload's ``ts_recv_ns``), frame → commit, and
-commit → subscriber (joined to the ring record by ``(exchange, seq)``). The venues are Python
+commit → subscriber (joined to the ring record by ``(exchange, seq)``); per message Redis
+confirmed in the window, commit → Redis reply (the issue's end point: frame → reply is
+frame → commit plus this). The venues are Python
 processes on the same two vCPUs: their own lateness is part of intended → subscriber.
 Prints JSON lines ``{"suite": "e2e", "case", "metric", "value", "unit", ...}``: per metric the
 median run, with min/max over runs; an environment line and a jitter baseline first.
@@ -86,14 +90,34 @@ def one_run(rate: float, seconds: float, overrides: dict[str, dict[str, Any]] | 
     timeline = WARMUP_S + seconds + 30.0   # startup included; looped past its end anyway
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "r") as redis, \
             Load(rate, timeline, recorded=recorded) as load:
-        cfg = Path(tmp) / "config.toml"
+        cfg, samples = Path(tmp) / "config.toml", Path(tmp) / "publisher_latency.npy"
+        overrides = dict(overrides or {})
+        overrides["publisher"] = {**overrides.get("publisher", {}),
+                                  "latency_samples_file": str(samples)}
         engine_config(cfg, instance, load, redis.url, overrides=overrides)
         with EngineRun(cfg, instance, Path(tmp) / "run.log") as engine:
-            return _measure(instance, redis, load, engine, seconds)
+            out, window = _measure(instance, redis, load, engine, seconds)
+        out.update(commit_to_reply(samples, window))   # saved as the publisher exited
+        return out
+
+
+def commit_to_reply(path: Path, window: tuple[int, int]) -> dict[str, tuple[float, str]]:
+    """The publisher's own samples (``latency_samples_file``) of the messages Redis confirmed
+    in ``window``: ring commit (of a message's oldest record) → Redis reply, in µs, every
+    message type; nothing (and a warning) when the publisher saved none."""
+    if not path.exists():
+        print(f"e2e_bench: no publisher latency samples at {path}", file=sys.stderr)
+        return {}
+    samples = np.load(path)
+    at, latency = samples[:, 0], samples[:, 1]
+    mine = latency[(at >= window[0]) & (at < window[1])]
+    out = {f"commit_to_reply_{k}": (v, "us") for k, v in _percentiles(mine).items()}
+    out["replies_in_window"] = (float(len(mine)), "count")
+    return out
 
 
 def _measure(instance: str, redis: EmbeddedRedis, load: Load, engine: EngineRun,
-             seconds: float) -> dict[str, tuple[float, str]]:
+             seconds: float) -> tuple[dict[str, tuple[float, str]], tuple[int, int]]:
     time.sleep(WARMUP_S)
     ids = {e.name.lower(): int(e) for e in shm.Exchange}
     readers = {(ids[ex], "trades"): shm.Reader.attach(ex, "trades", instance)
@@ -153,7 +177,7 @@ def _measure(instance: str, redis: EmbeddedRedis, load: Load, engine: EngineRun,
         for key, value in _percentiles(ev["ts_commit_ns"] - ev["trigger_commit_ns"]).items():
             out[f"trigger_to_event_{key}"] = (value, "us")
     out.update(cost(sampler, frames, exclude=("redis",)))
-    return out
+    return out, window
 
 
 def subscriber_latency(load: Load, received: list[tuple[Any, ...]], window: tuple[int, int]

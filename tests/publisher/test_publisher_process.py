@@ -42,6 +42,7 @@ symbols = [{{ symbol = "BTCUSDT", market = "linear" }}, {{ symbol = "ETHUSDT", m
 enabled = true
 redis_url = "{url}"
 latest_ttl_ms = {ttl}
+latency_samples_file = "{samples}"
 breaker_queue_age_ms = 50.0
 breaker_rtt_p99_ms = 20.0
 breaker_cooldown_ms = 300
@@ -107,7 +108,8 @@ def bus(instance: str) -> Iterator[Bus]:
 def start_publisher(tmp_path: Path, instance: str, url: str,
                     ttl_ms: int = 5_000) -> subprocess.Popen[bytes]:
     cfg = tmp_path / "config.toml"
-    cfg.write_text(CONFIG.format(instance=instance, url=url, ttl=ttl_ms))
+    cfg.write_text(CONFIG.format(instance=instance, url=url, ttl=ttl_ms,
+                                 samples=tmp_path / "latency.npy"))
     return subprocess.Popen([sys.executable, "-m", "engine", "publish", "-c", str(cfg)],
                             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "pub.log", "wb"))
 
@@ -140,6 +142,7 @@ def test_channels_payloads_latest_keys_streams_and_expiry(
     sub = client.pubsub()
     sub.psubscribe("binance:*")
     assert sub.get_message(timeout=2)["type"] == "psubscribe"   # type: ignore[index]
+    started_ns = time.perf_counter_ns()
     pub = start_publisher(tmp_path, instance, redis_server.url, ttl_ms=600)
     try:
         wait_connected(instance)
@@ -184,6 +187,13 @@ def test_channels_payloads_latest_keys_streams_and_expiry(
     finally:
         stop(pub, tmp_path)
         sub.close()
+    # latency_samples_file: written at exit, (confirmed at, commit → reply) per message; the
+    # two trades may have gone as one message, the book and the whale never with them
+    samples = np.load(tmp_path / "latency.npy")
+    assert samples.dtype == np.int64 and samples.shape[1] == 2 and 3 <= len(samples) <= 4
+    assert np.all(np.diff(samples[:, 0]) >= 0)   # oldest first
+    assert np.all((samples[:, 0] > started_ns) & (samples[:, 0] < time.perf_counter_ns()))
+    assert np.all((samples[:, 1] > 0) & (samples[:, 1] < 10_000_000_000))
 
 
 def test_a_stalled_redis_opens_the_breaker_sheds_low_keeps_critical(

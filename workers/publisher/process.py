@@ -13,6 +13,8 @@ import os
 import signal
 import time
 
+import numpy as np
+
 from engine.config import Config, enabled_exchanges
 
 from .payloads import warm_kernels
@@ -57,4 +59,21 @@ def run_publisher(config: Config, duration_s: float | None = None, drain_s: floa
             log.warning("publisher: drain incomplete after %.1f s", drain_s)
     finally:
         publisher.close()
+        if cfg.latency_samples_file:
+            _save_latencies(publisher, cfg.latency_samples_file)
     return 0
+
+
+def _save_latencies(publisher: Publisher, path: str) -> None:
+    """``latency_samples_file``: the (confirmed at, commit → confirmation) samples as .npy.
+    Written to a temporary name first, so that a reader never sees half a file."""
+    samples = publisher.latency_samples()
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, samples)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("publisher: latency samples not saved to %s: %s", path, exc)
+        return
+    log.info("publisher: %d latency samples saved to %s", len(samples), path)

@@ -20,7 +20,7 @@ back unless its bounded buffer overflowed, which is counted).
 
 The stats row (``microstream.<instance>.publisher.stats.latest``, dtype :data:`STATS`) holds
 every counter; :attr:`Publisher.latency_ns` keeps the latest ring commit → confirmation
-latencies for benchmarks.
+latencies for benchmarks (``[publisher] latency_samples_file`` saves them at exit).
 """
 
 from __future__ import annotations
@@ -131,7 +131,9 @@ class Publisher:
         self._connect_failures_in_row = 0
         self._last_activity = 0
         self._pid = os.getpid()
-        self.latency_ns = np.zeros(_LATENCY_SAMPLES, np.int64)   # commit → confirmation
+        # commit → confirmation, and when it was confirmed (untouched pages cost no memory)
+        self.latency_ns = np.zeros(_LATENCY_SAMPLES, np.int64)
+        self.confirmed_at_ns = np.zeros(_LATENCY_SAMPLES, np.int64)
         self.latency_count = 0
         self.counts = dict.fromkeys(("records", "reconnects", "connect_failures", "resent",
                                      "reply_errors", "retries"), 0)
@@ -331,7 +333,9 @@ class Publisher:
             self.confirmed[msg.priority] += msg.count
             self._connect_failures_in_row = 0   # the connection works: backoff starts over
             self.breaker.record_rtt(now, now - write_ns)
-            self.latency_ns[self.latency_count % _LATENCY_SAMPLES] = now - msg.commit_ns
+            i = self.latency_count % _LATENCY_SAMPLES
+            self.latency_ns[i] = now - msg.commit_ns
+            self.confirmed_at_ns[i] = now
             self.latency_count += 1
             return
         self.counts["reply_errors"] += 1
@@ -482,10 +486,19 @@ class Publisher:
     def latencies(self) -> np.ndarray:
         """Ring commit → confirmation latencies recorded so far, oldest first (ns; at most the
         newest 1 M)."""
+        return self._oldest_first(self.latency_ns)
+
+    def latency_samples(self) -> np.ndarray:
+        """:meth:`latencies` with when each was confirmed (this publisher's clock), oldest
+        first: an ``(n, 2)`` int64 array of (confirmed at, commit → confirmation) in ns."""
+        return np.column_stack((self._oldest_first(self.confirmed_at_ns),
+                                self._oldest_first(self.latency_ns)))
+
+    def _oldest_first(self, samples: np.ndarray) -> np.ndarray:
         n = self.latency_count
         if n <= _LATENCY_SAMPLES:
-            return self.latency_ns[:n].copy()
-        return np.roll(self.latency_ns, -(n % _LATENCY_SAMPLES))   # the ring wrapped
+            return samples[:n].copy()
+        return np.roll(samples, -(n % _LATENCY_SAMPLES))   # the ring wrapped
 
     def _log_error(self, message: str) -> None:
         now = time.monotonic()
