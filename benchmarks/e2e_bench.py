@@ -23,9 +23,10 @@ into a private ``redis-server``. Once it is ready and warmed up, for ``S`` secon
 Per trade: intended send → subscriber (the venue's due time, so a backlog shows: no
 coordinated omission), frame → subscriber (the payload's ``ts_recv_ns``), frame → commit, and
 commit → subscriber (joined to the ring record by ``(exchange, seq)``); per message Redis
-confirmed in the window, commit → Redis reply (the issue's end point: frame → reply is
-frame → commit plus this). The venues are Python
-processes on the same two vCPUs: their own lateness is part of intended → subscriber.
+confirmed in the window, commit → Redis reply for the HIGH class (trades among them) and the
+LOW one (books): the issue's end point; frame → reply is frame → commit plus this. The
+venues are Python processes on the same two vCPUs: their own lateness is part of intended →
+subscriber.
 Prints JSON lines ``{"suite": "e2e", "case", "metric", "value", "unit", ...}``: per metric the
 median run, with min/max over runs; an environment line and a jitter baseline first.
 """
@@ -62,6 +63,7 @@ from report import report_runs  # noqa: E402
 import shm  # noqa: E402
 from engine.embedded_redis import EmbeddedRedis  # noqa: E402
 from engine.status import read_status  # noqa: E402
+from shm.layout import Priority  # noqa: E402
 from workers.detectors.events import EventKind  # noqa: E402
 
 WARMUP_S = 2.0
@@ -103,16 +105,22 @@ def one_run(rate: float, seconds: float, overrides: dict[str, dict[str, Any]] | 
 
 def commit_to_reply(path: Path, window: tuple[int, int]) -> dict[str, tuple[float, str]]:
     """The publisher's own samples (``latency_samples_file``) of the messages Redis confirmed
-    in ``window``: ring commit (of a message's oldest record) → Redis reply, in µs, every
-    message type; nothing (and a warning) when the publisher saved none."""
+    in ``window``: ring commit (of a message's oldest record) → Redis reply, in µs, for the
+    HIGH class (trades, BBO, liquidations, detector signals) and the LOW one (books, which
+    conflate); nothing (and a warning) when the publisher saved none. MEDIUM is left out:
+    its analytics are read on a timer, so their latency is mostly that period."""
     if not path.exists():
         print(f"e2e_bench: no publisher latency samples at {path}", file=sys.stderr)
         return {}
     samples = np.load(path)
-    at, latency = samples[:, 0], samples[:, 1]
-    mine = latency[(at >= window[0]) & (at < window[1])]
-    out = {f"commit_to_reply_{k}": (v, "us") for k, v in _percentiles(mine).items()}
-    out["replies_in_window"] = (float(len(mine)), "count")
+    mine = samples[(samples[:, 0] >= window[0]) & (samples[:, 0] < window[1])]
+    out: dict[str, tuple[float, str]] = {}
+    for cls in (Priority.HIGH, Priority.LOW):
+        latency = mine[mine[:, 2] == cls][:, 1]
+        name = cls.name.lower()
+        out.update({f"commit_to_reply_{name}_{k}": (v, "us")
+                    for k, v in _percentiles(latency).items()})
+        out[f"replies_in_window[{name}]"] = (float(len(latency)), "count")
     return out
 
 

@@ -187,10 +187,13 @@ def test_channels_payloads_latest_keys_streams_and_expiry(
     finally:
         stop(pub, tmp_path)
         sub.close()
-    # latency_samples_file: written at exit, (confirmed at, commit → reply) per message; the
-    # two trades may have gone as one message, the book and the whale never with them
+    # latency_samples_file: written at exit, (confirmed at, commit → reply, class) per
+    # message; the two trades may have gone as one message, the book and the whale never
+    # with them
     samples = np.load(tmp_path / "latency.npy")
-    assert samples.dtype == np.int64 and samples.shape[1] == 2 and 3 <= len(samples) <= 4
+    assert samples.dtype == np.int64 and samples.shape[1] == 3 and 3 <= len(samples) <= 4
+    assert sorted(set(samples[:, 2].tolist())) == [Priority.CRITICAL, Priority.HIGH,
+                                                   Priority.LOW]
     assert np.all(np.diff(samples[:, 0]) >= 0)   # oldest first
     assert np.all((samples[:, 0] > started_ns) & (samples[:, 0] < time.perf_counter_ns()))
     assert np.all((samples[:, 1] > 0) & (samples[:, 1] < 10_000_000_000))
@@ -203,12 +206,14 @@ def test_a_stalled_redis_opens_the_breaker_sheds_low_keeps_critical(
     try:
         wait_connected(instance)
         redis_server.pause()
-        worst_commit = 0.0
+        commits: list[float] = []
         try:
             t_end = time.monotonic() + 1.5
             n = 0
-            while time.monotonic() < t_end:   # ~2 k trades/s and books, 20 whales
-                worst_commit = max(worst_commit, bus.trade(n % 2))
+            # trades and books for 1.5 s, and at least 2 000 steps: all 20 whales go in while
+            # Redis is paused, however slow the host
+            while time.monotonic() < t_end or n < 2000:
+                commits.append(bus.trade(n % 2))
                 bus.book_row(n % 2)
                 if n % 100 == 0 and n // 100 < 20:
                     bus.whale(n // 100)
@@ -219,8 +224,9 @@ def test_a_stalled_redis_opens_the_breaker_sheds_low_keeps_critical(
             assert row["breaker_state"] in (1, 2)   # OPEN (or already probing)
         finally:
             redis_server.resume()
-        # the rings never waited for Redis: a commit stays a few microseconds
-        assert worst_commit < 0.005, worst_commit
+        # the rings never waited for Redis: a commit stays a few microseconds (the bounds leave
+        # room for a busy host's preemptions; one that waited would take the whole pause)
+        assert np.percentile(commits, 99) < 0.001 and max(commits) < 0.25, max(commits)
         row = wait_for(lambda: (s := stats(instance)) is not None and
                        s["breaker_state"] == 0 and s["confirmed_critical"] >= 20 and s,
                        15, "the breaker to close and every CRITICAL to be confirmed")

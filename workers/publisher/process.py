@@ -65,7 +65,7 @@ def run_publisher(config: Config, duration_s: float | None = None, drain_s: floa
 
 
 def _save_latencies(publisher: Publisher, path: str) -> None:
-    """``latency_samples_file``: the (confirmed at, commit → confirmation) samples as .npy.
+    """``latency_samples_file``: :meth:`Publisher.latency_samples` as .npy.
     Written to a temporary name first, so that a reader never sees half a file."""
     samples = publisher.latency_samples()
     tmp = f"{path}.{os.getpid()}.tmp"

@@ -134,6 +134,7 @@ class Publisher:
         # commit → confirmation, and when it was confirmed (untouched pages cost no memory)
         self.latency_ns = np.zeros(_LATENCY_SAMPLES, np.int64)
         self.confirmed_at_ns = np.zeros(_LATENCY_SAMPLES, np.int64)
+        self.latency_class = np.zeros(_LATENCY_SAMPLES, np.int64)   # the message's Priority
         self.latency_count = 0
         self.counts = dict.fromkeys(("records", "reconnects", "connect_failures", "resent",
                                      "reply_errors", "retries"), 0)
@@ -336,6 +337,7 @@ class Publisher:
             i = self.latency_count % _LATENCY_SAMPLES
             self.latency_ns[i] = now - msg.commit_ns
             self.confirmed_at_ns[i] = now
+            self.latency_class[i] = msg.priority
             self.latency_count += 1
             return
         self.counts["reply_errors"] += 1
@@ -489,10 +491,12 @@ class Publisher:
         return self._oldest_first(self.latency_ns)
 
     def latency_samples(self) -> np.ndarray:
-        """:meth:`latencies` with when each was confirmed (this publisher's clock), oldest
-        first: an ``(n, 2)`` int64 array of (confirmed at, commit → confirmation) in ns."""
+        """:meth:`latencies` with when each was confirmed (this publisher's clock) and the
+        message's class, oldest first: an ``(n, 3)`` int64 array of (confirmed at ns,
+        commit → confirmation ns, :class:`~shm.layout.Priority`)."""
         return np.column_stack((self._oldest_first(self.confirmed_at_ns),
-                                self._oldest_first(self.latency_ns)))
+                                self._oldest_first(self.latency_ns),
+                                self._oldest_first(self.latency_class)))
 
     def _oldest_first(self, samples: np.ndarray) -> np.ndarray:
         n = self.latency_count
