@@ -105,10 +105,12 @@ def one_run(rate: float, seconds: float, overrides: dict[str, dict[str, Any]] | 
 
 def commit_to_reply(path: Path, window: tuple[int, int]) -> dict[str, tuple[float, str]]:
     """The publisher's own samples (``latency_samples_file``) of the messages Redis confirmed
-    in ``window``: ring commit (of a message's oldest record) → Redis reply, in µs, for the
-    HIGH class (trades, BBO, liquidations, detector signals) and the LOW one (books, which
-    conflate); nothing (and a warning) when the publisher saved none. MEDIUM is left out:
-    its analytics are read on a timer, so their latency is mostly that period."""
+    in ``window``: ring commit (of a message's oldest record) → Redis reply, in µs, and two of
+    its parts: commit → taken off the ring, written → reply (the rest is queueing and
+    encoding), for the HIGH class (trades, BBO, liquidations, detector signals) and the LOW
+    one (books, which conflate); nothing (and a warning) when the publisher saved none.
+    MEDIUM is left out: its analytics are read on a timer, so their latency is mostly that
+    period."""
     if not path.exists():
         print(f"e2e_bench: no publisher latency samples at {path}", file=sys.stderr)
         return {}
@@ -116,11 +118,13 @@ def commit_to_reply(path: Path, window: tuple[int, int]) -> dict[str, tuple[floa
     mine = samples[(samples[:, 0] >= window[0]) & (samples[:, 0] < window[1])]
     out: dict[str, tuple[float, str]] = {}
     for cls in (Priority.HIGH, Priority.LOW):
-        latency = mine[mine[:, 2] == cls][:, 1]
+        part = mine[mine[:, 2] == cls]
         name = cls.name.lower()
-        out.update({f"commit_to_reply_{name}_{k}": (v, "us")
-                    for k, v in _percentiles(latency).items()})
-        out[f"replies_in_window[{name}]"] = (float(len(latency)), "count")
+        for stage, column in (("commit_to_reply", 1), ("commit_to_taken", 3),
+                              ("written_to_reply", 4)):
+            out.update({f"{stage}_{name}_{k}": (v, "us")
+                        for k, v in _percentiles(part[:, column]).items()})
+        out[f"replies_in_window[{name}]"] = (float(len(part)), "count")
     return out
 
 

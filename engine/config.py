@@ -264,8 +264,8 @@ class PublisherConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     spin_us: int = 0                       # idle: keep polling this long, then park (a spin
                                            # only pays with a CPU of its own: README)
     idle_wait_us: int = 1_000              # idle: park on every ring at once this long
-    # at exit, save the newest 1 M messages' (confirmed at ns, ring commit → Redis
-    # confirmation ns, class) here as .npy (benchmarks; "": never)
+    # at exit, save the newest 1 M messages' latency samples here as .npy (benchmarks; "":
+    # never; columns: Publisher.latency_samples)
     latency_samples_file: str = ""
 
     def __post_init__(self) -> None:

@@ -143,7 +143,7 @@ def test_channels_payloads_latest_keys_streams_and_expiry(
     sub.psubscribe("binance:*")
     assert sub.get_message(timeout=2)["type"] == "psubscribe"   # type: ignore[index]
     started_ns = time.perf_counter_ns()
-    pub = start_publisher(tmp_path, instance, redis_server.url, ttl_ms=600)
+    pub = start_publisher(tmp_path, instance, redis_server.url, ttl_ms=2_000)
     try:
         wait_connected(instance)
         bus.trade(0)
@@ -174,12 +174,12 @@ def test_channels_payloads_latest_keys_streams_and_expiry(
         # latest keys (trade, orderbook by default) with their TTL; whale alerts in a stream
         latest = client.get("latest:binance:btcusdt:orderbook")
         assert latest is not None and msgspec.json.decode(latest)["last_update_id"] == 99
-        assert 0 < client.pttl("latest:binance:btcusdt:trade") <= 600
+        assert 0 < client.pttl("latest:binance:btcusdt:trade") <= 2_000
         entries = client.xrange("stream:binance:ethusdt:whale_alert")
         assert len(entries) == 1
         assert msgspec.json.decode(entries[0][1][b"data"])["trigger_seq"] == 7
         # publishing stops: the latest keys expire (the staleness contract)
-        wait_for(lambda: client.get("latest:binance:btcusdt:trade") is None, 5,
+        wait_for(lambda: client.get("latest:binance:btcusdt:trade") is None, 10,
                  "the latest key to expire")
         row = stats(instance)
         assert row is not None and row["confirmed_critical"] == 1 and row["confirmed_high"] == 2
@@ -187,11 +187,14 @@ def test_channels_payloads_latest_keys_streams_and_expiry(
     finally:
         stop(pub, tmp_path)
         sub.close()
-    # latency_samples_file: written at exit, (confirmed at, commit → reply, class) per
-    # message; the two trades may have gone as one message, the book and the whale never
-    # with them
+    # latency_samples_file: written at exit, (confirmed at, commit → reply, class, commit →
+    # taken, written → reply) per message; the two trades may have gone as one message, the
+    # book and the whale never with them
     samples = np.load(tmp_path / "latency.npy")
-    assert samples.dtype == np.int64 and samples.shape[1] == 3 and 3 <= len(samples) <= 4
+    assert samples.dtype == np.int64 and samples.shape[1] == 5 and 3 <= len(samples) <= 4
+    # the parts are positive and fit in the whole
+    assert np.all((samples[:, 3] > 0) & (samples[:, 4] > 0))
+    assert np.all(samples[:, 3] + samples[:, 4] <= samples[:, 1])
     assert sorted(set(samples[:, 2].tolist())) == [Priority.CRITICAL, Priority.HIGH,
                                                    Priority.LOW]
     assert np.all(np.diff(samples[:, 0]) >= 0)   # oldest first

@@ -4,6 +4,7 @@ with nothing behind them, so a refused SELECT cannot send data to the wrong data
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import redis
@@ -14,10 +15,10 @@ from engine.embedded_redis import EmbeddedRedis
 from workers.publisher.publisher import Publisher
 
 
-def _publisher(instance: str, url: str) -> tuple[Publisher, shm.Writer]:
+def _publisher(instance: str, url: str, **settings: Any) -> tuple[Publisher, shm.Writer]:
     ring = shm.Writer(shm.segment_name(instance, "binance", "trades"), shm.TRADE, 1 << 12)
     cfg = PublisherConfig(redis_url=url, streams=("trades",), latest=("trade",),
-                          reconnect_initial_ms=5.0, reconnect_max_ms=20.0)
+                          reconnect_initial_ms=5.0, reconnect_max_ms=20.0, **settings)
     return Publisher(instance, {"binance": ["BTCUSDT"]}, cfg), ring
 
 
@@ -57,14 +58,19 @@ def test_a_refused_select_writes_nothing_and_keeps_the_messages(
 
 def test_select_then_data_in_that_database(instance: str,
                                            redis_server: EmbeddedRedis) -> None:
-    pub, ring = _publisher(instance, f"unix://{redis_server.socket_path}?db=3")
+    # a queue-age breaker this host's stalls cannot open: the trades must all arrive
+    pub, ring = _publisher(instance, f"unix://{redis_server.socket_path}?db=3",
+                           breaker_queue_age_ms=10_000.0)
     db0 = redis.Redis(unix_socket_path=str(redis_server.socket_path))
     db3 = redis.Redis(unix_socket_path=str(redis_server.socket_path), db=3)
     try:
         _run(pub, 0.1)
         for n in range(5):
             _trade(ring, n)
-        _run(pub, 0.3)
+        end = time.monotonic() + 10   # until confirmed, not a fixed time: a slow host stalls
+        while int(pub.confirmed.sum()) < 5 and time.monotonic() < end:
+            pub.step(0.001)
+        _run(pub, 0.1)   # nothing more may come
         assert int(pub.confirmed.sum()) == 5
         assert db3.keys("*") == [b"latest:binance:btcusdt:trade"]
         assert db0.keys("*") == []

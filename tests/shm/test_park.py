@@ -51,7 +51,8 @@ def test_parked_unrelated_process_wakes_on_commit(instance: str) -> None:
     assert proc.returncode == 0, err
     result = json.loads(out)
     assert result["n"] == 1 and result["parks"] >= 1
-    assert result["latency_us"] < 100_000, f"woken by timeout, not by the commit: {result}"
+    # (seconds, not microseconds: room for a stalled host, far from the 20 s timeout)
+    assert result["latency_us"] < 5_000_000, f"woken by timeout, not by the commit: {result}"
 
 
 def test_idle_parked_reader_uses_almost_no_cpu(instance: str) -> None:
@@ -130,7 +131,7 @@ def test_wait_any_wakes_on_any_ring_of_another_process(instance: str) -> None:
         readers = [shm.Reader(w.name) for w in writers] + [shm.Reader(name)]
         t0 = time.perf_counter()
         assert not shm.wait_any(readers, 0.2)
-        assert 0.18 < time.perf_counter() - t0 < 1.0
+        assert 0.18 < time.perf_counter() - t0 < 5.0   # the timeout, give or take a stall
         proc.stdin.write("go\n")
         proc.stdin.flush()
         t0 = time.perf_counter()

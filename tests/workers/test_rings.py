@@ -149,7 +149,9 @@ def test_a_batch_window_gathers_frequent_commits_into_fewer_wake_ups(instance: s
     windowed, latency, span = _follow(instance, 20_000, [0.002] * 99)
     assert plain >= 50                           # about one wake-up per commit
     assert windowed <= span / 0.020 + 5          # about one per 20 ms window
-    assert max(latency) < 60_000_000             # a record waits at most about a window
+    # a record waits about a window at most (p90: a stalled host may delay a few; a window
+    # that never closed would hold them to the 0.5 s wait's end)
+    assert np.percentile(latency, 90) < 30_000_000 and max(latency) < 250_000_000
 
 
 def test_a_batch_window_leaves_slow_traffic_alone(instance: str) -> None:

@@ -18,6 +18,7 @@ from decimal import Decimal
 from itertools import pairwise
 from typing import Any
 
+import numpy as np
 import pytest
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
@@ -308,7 +309,10 @@ def test_topic_subscribed_mid_connection_gets_every_frame_due_since() -> None:
     idx = _check_join(tl, by_topic[trades], {trades}, start, joined[trades])
     assert len(idx) > 100
     late = [t - tl.due(start, i) for (t, _), i in zip(by_topic[trades], idx, strict=True)]
-    assert max(late) < 100_000_000, "on time, not when the loop came back from the ticker"
+    # on time, not when the loop came back from the ticker: that would deliver the trades
+    # due in the 0.6 s before it at once, half of those received late by up to 0.6 s (p90
+    # ≈ 0.5 s); p90, so that one stall of this host does not count
+    assert np.percentile(late, 90) < 100_000_000
     assert [tl.index[f] for _, f in data] == sorted(tl.index[f] for _, f in data)
 
 

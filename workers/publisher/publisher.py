@@ -135,6 +135,8 @@ class Publisher:
         self.latency_ns = np.zeros(_LATENCY_SAMPLES, np.int64)
         self.confirmed_at_ns = np.zeros(_LATENCY_SAMPLES, np.int64)
         self.latency_class = np.zeros(_LATENCY_SAMPLES, np.int64)   # the message's Priority
+        self.pickup_ns = np.zeros(_LATENCY_SAMPLES, np.int64)   # commit → taken off the ring
+        self.rtt_ns = np.zeros(_LATENCY_SAMPLES, np.int64)      # written → Redis reply
         self.latency_count = 0
         self.counts = dict.fromkeys(("records", "reconnects", "connect_failures", "resent",
                                      "reply_errors", "retries"), 0)
@@ -338,6 +340,8 @@ class Publisher:
             self.latency_ns[i] = now - msg.commit_ns
             self.confirmed_at_ns[i] = now
             self.latency_class[i] = msg.priority
+            self.pickup_ns[i] = msg.enqueued_ns - msg.commit_ns
+            self.rtt_ns[i] = now - write_ns
             self.latency_count += 1
             return
         self.counts["reply_errors"] += 1
@@ -491,12 +495,14 @@ class Publisher:
         return self._oldest_first(self.latency_ns)
 
     def latency_samples(self) -> np.ndarray:
-        """:meth:`latencies` with when each was confirmed (this publisher's clock) and the
-        message's class, oldest first: an ``(n, 3)`` int64 array of (confirmed at ns,
-        commit → confirmation ns, :class:`~shm.layout.Priority`)."""
-        return np.column_stack((self._oldest_first(self.confirmed_at_ns),
-                                self._oldest_first(self.latency_ns),
-                                self._oldest_first(self.latency_class)))
+        """:meth:`latencies` with when each was confirmed (this publisher's clock), the
+        message's class and two of its parts, oldest first: an ``(n, 5)`` int64 array of
+        (confirmed at ns, commit → confirmation ns, :class:`~shm.layout.Priority`, commit →
+        taken off the ring ns, written → Redis reply ns). The rest of commit → confirmation
+        is queueing and encoding: taken → written."""
+        return np.column_stack([self._oldest_first(a) for a in (
+            self.confirmed_at_ns, self.latency_ns, self.latency_class, self.pickup_ns,
+            self.rtt_ns)])
 
     def _oldest_first(self, samples: np.ndarray) -> np.ndarray:
         n = self.latency_count
