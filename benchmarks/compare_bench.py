@@ -76,7 +76,9 @@ class Running(NamedTuple):
     """A pipeline under test: its processes, and the frames it has read so far, by its own
     count. Not the venues' count of frames sent: with a reader slower than the venue that
     runs ahead by whatever the socket buffers hold (up to 32 MiB on this machine, seconds of
-    the naive pipeline's work), and a short window could see none sent at all."""
+    the naive pipeline's work), and a short window could see none sent at all. The engine's
+    count is its feed workers' status rows, refreshed every 100 ms: ±0.1 s on a window's
+    ends, against the naive pipeline's live count."""
     pids: dict[str, int]
     frames: Callable[[], int]
 
@@ -97,18 +99,22 @@ def _naive_child(venues: dict[str, tuple[str, str]], symbols: dict[str, list[str
         feeds: list[Any] = []
 
         def serve_parent() -> None:
-            # The parent asks only after "ready" and waits for each answer, so this thread
-            # and the loop's sends never overlap on the pipe. The counters are plain ints:
-            # reading them from here is safe under the GIL.
+            # The counters are plain ints: reading them from here is safe under the GIL.
             while conn.recv() == "frames":
-                conn.send(sum(f.stats["frames"] for f in feeds))
+                send(sum(f.stats["frames"] for f in feeds))
             loop.call_soon_threadsafe(stop.set)
 
         threading.Thread(target=serve_parent, daemon=True).start()
-        return await run(venues, symbols, redis_url, 3600.0, ready=lambda: conn.send("ready"),
+        return await run(venues, symbols, redis_url, 3600.0, ready=lambda: send("ready"),
                          stop=stop, options=options, feeds_out=feeds)
 
-    conn.send(asyncio.run(main()))
+    sending = threading.Lock()   # this thread's and the parent-serving thread's sends
+
+    def send(obj: Any) -> None:
+        with sending:
+            conn.send(obj)
+
+    send(asyncio.run(main()))
 
 
 @contextmanager
@@ -127,7 +133,10 @@ def _naive(load: harness.Load, redis: EmbeddedRedis) -> Iterator[Running]:
             parent.send("frames")
             if not parent.poll(10):
                 raise RuntimeError("naive pipeline did not report its frames")
-            return int(parent.recv())
+            answer = parent.recv()
+            if not isinstance(answer, int):   # it ended early: its counters came instead
+                raise RuntimeError(f"naive pipeline ended during the run: {answer!r:.300}")
+            return answer
 
         yield Running({"naive": proc.pid}, frames)
         parent.send("stop")

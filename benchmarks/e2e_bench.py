@@ -105,9 +105,9 @@ def one_run(rate: float, seconds: float, overrides: dict[str, dict[str, Any]] | 
 
 def commit_to_reply(path: Path, window: tuple[int, int]) -> dict[str, tuple[float, str]]:
     """The publisher's own samples (``latency_samples_file``) of the messages Redis confirmed
-    in ``window``: ring commit (of a message's oldest record) → Redis reply, in µs, and two of
-    its parts: commit → taken off the ring, written → reply (the rest is queueing and
-    encoding), for the HIGH class (trades, BBO, liquidations, detector signals) and the LOW
+    in ``window``: ring commit (of a message's oldest record) → Redis reply, in µs, and its
+    parts: commit → taken off the ring, taken → written (encoding, queueing), written →
+    reply, for the HIGH class (trades, BBO, liquidations, detector signals) and the LOW
     one (books, which conflate); nothing (and a warning) when the publisher saved none.
     MEDIUM is left out: its analytics are read on a timer, so their latency is mostly that
     period."""
@@ -120,10 +120,12 @@ def commit_to_reply(path: Path, window: tuple[int, int]) -> dict[str, tuple[floa
     for cls in (Priority.HIGH, Priority.LOW):
         part = mine[mine[:, 2] == cls]
         name = cls.name.lower()
-        for stage, column in (("commit_to_reply", 1), ("commit_to_taken", 3),
-                              ("written_to_reply", 4)):
+        stages = {"commit_to_reply": part[:, 1], "commit_to_taken": part[:, 3],
+                  "taken_to_written": part[:, 1] - part[:, 3] - part[:, 4],
+                  "written_to_reply": part[:, 4]}
+        for stage, values in stages.items():
             out.update({f"{stage}_{name}_{k}": (v, "us")
-                        for k, v in _percentiles(part[:, column]).items()})
+                        for k, v in _percentiles(values).items()})
         out[f"replies_in_window[{name}]"] = (float(len(part)), "count")
     return out
 

@@ -302,6 +302,8 @@ def begin(parser: Any, args: Any, suite: str, quick_rate: float
     from ring_bench import jitter_once
 
     rates = [quick_rate] if args.quick else [float(r) for r in args.rates.split(",") if r.strip()]
+    if not rates and suite != "compare":   # compare alone has a case without a rate (flood)
+        parser.error("--rates: at least one rate")
     seconds, runs = (2.0, 1) if args.quick else (args.seconds, args.runs)
     try:
         overrides = parse_overrides(args.set)

@@ -294,6 +294,13 @@ class PublisherConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("spin_us must be ≥ 0")
         if self.cpu < -1:
             raise ValueError("cpu must be -1 (no pinning) or a CPU number")
+        if self.latency_samples_file:
+            import os.path
+
+            folder = os.path.dirname(self.latency_samples_file)
+            if not os.path.isabs(self.latency_samples_file) or not os.path.isdir(folder):
+                raise ValueError(f"latency_samples_file must be an absolute path in an "
+                                 f"existing directory, got {self.latency_samples_file!r}")
         if self.redis_url != EMBEDDED_REDIS:
             from workers.publisher.resp import parse_redis_url
 

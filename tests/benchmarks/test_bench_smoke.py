@@ -102,7 +102,8 @@ def test_e2e_bench_quick_joins_trades_to_the_redis_subscriber() -> None:
     # the intended send time comes before the frame is received
     assert by[("rate_500", "intended_to_subscriber_p50")] > \
         by[("rate_500", "frame_to_subscriber_p50")]
-    # the publisher's own samples: at least one reply per trade that reached the subscriber
+    # the publisher's own samples: HIGH replies in the window (trades, BBO: a trade may share
+    # a message with others, so half the trades joined is a floor)
     assert by[("rate_500", "replies_in_window[high]")] >= by[("rate_500", "trades_joined")] / 2
     assert by[("rate_500", "cpu_us_per_message_all")] > 0
     assert by[("jitter", "gaps_per_s")] >= 0

@@ -36,6 +36,9 @@ def test_overrides_use_latest_table_names(tmp_path: Path) -> None:
     ("[detectors]\nimbalance_decay = 0.0\n", "imbalance_decay"),
     ("[detectors]\ncascade_min_slots = 0\n", "cascade_min_slots"),
     ("[detectors]\nbatch_window_us = -1\n", "batch_window_us must be ≥ 0"),
+    ('[publisher]\nlatency_samples_file = "lat.npy"\n', "latency_samples_file must be an "
+     "absolute path in an existing directory, got 'lat.npy' - at `$.publisher`"),
+    ('[publisher]\nlatency_samples_file = "/nowhere/lat.npy"\n', "'/nowhere/lat.npy'"),
     ("[detectors]\nbatch_window_us = 2000\n", "batch_window_us 2000 exceeds idle_wait_us 1000"),
     ("[detectors]\nwhale_min_usd = 'big'\n", "$.detectors.whale_min_usd"),
     ("[detectors]\nenabled = true\ncpu = 999\n", "cpu 999"),

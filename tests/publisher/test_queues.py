@@ -39,6 +39,8 @@ def test_medium_and_low_conflate_per_key_only_under_pressure() -> None:
     assert first is not None and second is not None
     assert (first.data, first.enqueued_ns) == (b"1", 1)
     assert (second.data, second.enqueued_ns) == (b"3", 2)   # the newest payload, its place
+    # ... and the newest record's stamps: commit → taken is that record's, never negative
+    assert (second.commit_ns, second.taken_ns) == (3, 3)
     assert q.pop(M) is None
 
 

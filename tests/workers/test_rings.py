@@ -149,9 +149,11 @@ def test_a_batch_window_gathers_frequent_commits_into_fewer_wake_ups(instance: s
     windowed, latency, span = _follow(instance, 20_000, [0.002] * 99)
     assert plain >= 50                           # about one wake-up per commit
     assert windowed <= span / 0.020 + 5          # about one per 20 ms window
-    # a record waits about a window at most (p90: a stalled host may delay a few; a window
-    # that never closed would hold them to the 0.5 s wait's end)
-    assert np.percentile(latency, 90) < 30_000_000 and max(latency) < 250_000_000
+    # a record waits about a window at most: half within one (a wrong window fails this),
+    # p90 with room for a stalled host's late wake-ups; a window that never closed would
+    # hold records to the 0.5 s wait's end
+    assert np.percentile(latency, 50) < 20_000_000 and np.percentile(latency, 90) < 60_000_000
+    assert max(latency) < 250_000_000
 
 
 def test_a_batch_window_leaves_slow_traffic_alone(instance: str) -> None:

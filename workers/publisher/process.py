@@ -7,6 +7,7 @@ in shared memory is refreshed every 100 ms.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -65,15 +66,18 @@ def run_publisher(config: Config, duration_s: float | None = None, drain_s: floa
 
 
 def _save_latencies(publisher: Publisher, path: str) -> None:
-    """``latency_samples_file``: :meth:`Publisher.latency_samples` as .npy.
-    Written to a temporary name first, so that a reader never sees half a file."""
-    samples = publisher.latency_samples()
+    """``latency_samples_file``: :meth:`Publisher.latency_samples` as .npy. Written to a
+    temporary name first, so that a reader never sees half a file; a failure is logged (the
+    exit it runs in must not fail for it)."""
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
+        samples = publisher.latency_samples()
         with open(tmp, "wb") as f:
             np.save(f, samples)
         os.replace(tmp, path)
-    except OSError as exc:
+    except Exception as exc:   # at exit, after the work: report, never raise
         log.warning("publisher: latency samples not saved to %s: %s", path, exc)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         return
     log.info("publisher: %d latency samples saved to %s", len(samples), path)

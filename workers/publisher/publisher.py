@@ -131,12 +131,13 @@ class Publisher:
         self._connect_failures_in_row = 0
         self._last_activity = 0
         self._pid = os.getpid()
-        # commit → confirmation, and when it was confirmed (untouched pages cost no memory)
-        self.latency_ns = np.zeros(_LATENCY_SAMPLES, np.int64)
-        self.confirmed_at_ns = np.zeros(_LATENCY_SAMPLES, np.int64)
-        self.latency_class = np.zeros(_LATENCY_SAMPLES, np.int64)   # the message's Priority
-        self.pickup_ns = np.zeros(_LATENCY_SAMPLES, np.int64)   # commit → taken off the ring
-        self.rtt_ns = np.zeros(_LATENCY_SAMPLES, np.int64)      # written → Redis reply
+        self.latency_ns = np.zeros(_LATENCY_SAMPLES, np.int64)   # commit → confirmation
+        # with latency_samples_file only (four more stores a reply, 32 MiB once wrapped): when
+        # confirmed, the message's class, commit → taken off the ring, written → Redis reply
+        self._sampling = bool(cfg.latency_samples_file)
+        n = _LATENCY_SAMPLES if self._sampling else 0
+        self.confirmed_at_ns, self.latency_class, self.pickup_ns, self.rtt_ns = (
+            np.zeros(n, np.int64) for _ in range(4))
         self.latency_count = 0
         self.counts = dict.fromkeys(("records", "reconnects", "connect_failures", "resent",
                                      "reply_errors", "retries"), 0)
@@ -338,10 +339,11 @@ class Publisher:
             self.breaker.record_rtt(now, now - write_ns)
             i = self.latency_count % _LATENCY_SAMPLES
             self.latency_ns[i] = now - msg.commit_ns
-            self.confirmed_at_ns[i] = now
-            self.latency_class[i] = msg.priority
-            self.pickup_ns[i] = msg.enqueued_ns - msg.commit_ns
-            self.rtt_ns[i] = now - write_ns
+            if self._sampling:
+                self.confirmed_at_ns[i] = now
+                self.latency_class[i] = msg.priority
+                self.pickup_ns[i] = msg.taken_ns - msg.commit_ns
+                self.rtt_ns[i] = now - write_ns
             self.latency_count += 1
             return
         self.counts["reply_errors"] += 1
@@ -499,7 +501,11 @@ class Publisher:
         message's class and two of its parts, oldest first: an ``(n, 5)`` int64 array of
         (confirmed at ns, commit → confirmation ns, :class:`~shm.layout.Priority`, commit →
         taken off the ring ns, written → Redis reply ns). The rest of commit → confirmation
-        is queueing and encoding: taken → written."""
+        is queueing and encoding: taken → written. Kept only with ``latency_samples_file``
+        set (``RuntimeError`` otherwise)."""
+        if not self._sampling:
+            raise RuntimeError("latency samples are kept only with [publisher] "
+                               "latency_samples_file set")
         return np.column_stack([self._oldest_first(a) for a in (
             self.confirmed_at_ns, self.latency_ns, self.latency_class, self.pickup_ns,
             self.rtt_ns)])

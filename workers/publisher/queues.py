@@ -51,7 +51,7 @@ class Message:
     oldest record's, so its latency is the run's worst."""
 
     __slots__ = ("attempts", "commit_ns", "count", "data", "due_ns", "enqueued_ns", "key",
-                 "priority", "replies")
+                 "priority", "replies", "taken_ns")
 
     def __init__(self, key: str, data: bytes, replies: int, priority: int, commit_ns: int,
                  enqueued_ns: int, count: int = 1) -> None:
@@ -61,6 +61,7 @@ class Message:
         self.priority = priority
         self.commit_ns = commit_ns       # the (oldest) record's ring commit, for latency
         self.enqueued_ns = enqueued_ns
+        self.taken_ns = enqueued_ns      # taken off the ring (a retry does not move it)
         self.count = count
         self.attempts = 0
         self.due_ns = 0                  # a retry waits until then
@@ -104,7 +105,7 @@ class PriorityQueues:
                 queued = by_key.get(msg.key)
                 if queued is not None:   # keep its place (and age), take the new payload
                     queued.data, queued.replies = msg.data, msg.replies
-                    queued.commit_ns = msg.commit_ns
+                    queued.commit_ns, queued.taken_ns = msg.commit_ns, msg.taken_ns
                     self.drops[p, Drop.CONFLATED] += 1
                     return
             while queue and sizes[p] + msg.count > self.capacities[p]:
