@@ -62,7 +62,6 @@ from e2e_bench import GRACE_S, cost, subscriber_latency  # noqa: E402
 from report import nan_median, report_runs  # noqa: E402
 
 from engine.embedded_redis import EmbeddedRedis  # noqa: E402
-from engine.status import read_status  # noqa: E402
 
 WARMUP_S = 2.0
 FLOOD_RATE = 30_000.0   # the flood timeline's density (events per timeline second)
@@ -161,10 +160,7 @@ def _engine(load: harness.Load, redis: EmbeddedRedis, tmp: Path,
                   publisher={"streams": ["trades", "bbo", "book"], "latest": [], "xadd": []},
                   overrides=overrides)
     with harness.EngineRun(cfg, instance, tmp / "run.log") as engine:
-        def frames() -> int:   # every feed worker's count of frames received
-            return sum(c.detail.get("frames", 0) for c in read_status(instance).components)
-
-        yield Running(engine.pids(), frames)
+        yield Running(engine.pids(), engine.frames_received)
 
 
 def one_run(pipeline: str, rate: float | None, seconds: float,

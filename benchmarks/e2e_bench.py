@@ -62,7 +62,6 @@ from report import report_runs  # noqa: E402
 
 import shm  # noqa: E402
 from engine.embedded_redis import EmbeddedRedis  # noqa: E402
-from engine.status import read_status  # noqa: E402
 from shm.layout import Priority  # noqa: E402
 from workers.detectors.events import EventKind  # noqa: E402
 
@@ -140,7 +139,7 @@ def _measure(instance: str, redis: EmbeddedRedis, load: Load, engine: EngineRun,
     got: dict[tuple[int, str], list[np.ndarray]] = {k: [] for k in readers}
     sub = Subscriber(redis.socket_path, seconds)
     window = (time.perf_counter_ns(), time.perf_counter_ns() + int((seconds - GRACE_S) * 1e9))
-    st0 = read_status(instance)
+    frames0 = engine.frames_received()
     pids = engine.pids()
     pids["redis"] = redis.process.pid
     sampler = Sampler(pids)
@@ -150,14 +149,12 @@ def _measure(instance: str, redis: EmbeddedRedis, load: Load, engine: EngineRun,
         _follow(readers, got)
         time.sleep(0.005)
     sampler.stop()
-    st1 = read_status(instance)
+    frames = engine.frames_received() - frames0
     counts, received = sub.result()
     _follow(readers, got)
     for reader in readers.values():
         reader.close()
 
-    frames = sum(c.detail.get("frames", 0) for c in st1.components) - \
-        sum(c.detail.get("frames", 0) for c in st0.components)
     out: dict[str, tuple[float, str]] = {
         "frames_per_s": (frames / seconds, "1/s"),
         "redis_messages_per_s": (sum(counts.values()) / seconds, "1/s"),

@@ -367,6 +367,13 @@ class EngineRun:
         return {"supervisor": self.proc.pid} | {
             c.name: c.pid for c in read_status(self.instance).components}
 
+    def frames_received(self) -> int:
+        """Frames every feed worker has received so far, by their status rows (refreshed
+        every 100 ms)."""
+        from engine.status import read_status
+
+        return sum(c.detail.get("frames", 0) for c in read_status(self.instance).components)
+
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
